@@ -27,3 +27,27 @@ def test_detector_logits_and_backbone_loading():
         load_backbone_weights(other, wrong, "ckpt.pt")
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone("vgg", 8)
+
+
+def test_checkpoint_round_trips(tmp_path):
+    from dfflab.models import init_backbone, load_detector, save_backbone, save_detector
+
+    cfg = load_config("tiny")
+    det = build_detector(cfg.model)
+    save_detector(tmp_path / "d.pt", det, cfg.model, 32, threshold=0.3, source_names=["wiki", "a"])
+    back, info = load_detector(tmp_path / "d.pt")
+    x = torch.rand(2, 3, 32, 32)
+    det.eval()
+    assert torch.allclose(back(x), det(x)) and info["threshold"] == 0.3
+    run = tmp_path / "sslrun"
+    run.mkdir()
+    save_backbone(run / "backbone.pt", det.backbone, cfg.model, 32, method="simclr")
+    fresh = build_detector(cfg.model)
+    assert init_backbone(fresh, str(run), cfg.model).endswith("backbone.pt")
+    fresh.eval()
+    assert torch.allclose(fresh.backbone(x), det.backbone(x))
+    assert init_backbone(fresh, "scratch") is None
+    with pytest.raises(ValueError, match="does not match"):
+        init_backbone(fresh, str(run), load_config("quick").model)
+    with pytest.raises(ValueError, match="not a detector"):
+        load_detector(run / "backbone.pt")

@@ -40,3 +40,97 @@ def load_backbone_weights(detector: Detector, state: dict[str, torch.Tensor], so
         detector.backbone.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{source}: backbone weights don't fit this model ({e})") from None
+
+
+# -- checkpoint formats shared by every stage --------------------------------------------
+# A detector checkpoint: {"kind": "detector", "model": state_dict, "model_cfg": {...},
+#   "image_size": int, "threshold": float, "source_names": [...], "temperature": float}
+# A backbone checkpoint (SSL): {"kind": "backbone", "backbone": state_dict, "model_cfg": {...},
+#   "image_size": int, "method": str}
+# Both hold only tensors and plain values, so they load with weights_only=True.
+
+
+def save_detector(path: Path | str, model: Detector, model_cfg, image_size: int, *,
+                  threshold: float = 0.5, source_names: list[str] | None = None,
+                  temperature: float = 1.0, **extra) -> Path:
+    """Write a detector checkpoint that :func:`load_detector` (and ``dfflab detect``) reads."""
+    from dataclasses import asdict
+
+    from dfflab.runs import save_checkpoint
+
+    state = {"kind": "detector", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "model_cfg": asdict(model_cfg), "image_size": int(image_size), "threshold": float(threshold),
+             "source_names": list(source_names or []), "temperature": float(temperature), **extra}
+    save_checkpoint(path, state)
+    return Path(path)
+
+
+def load_detector(path: Path | str, map_location="cpu") -> tuple[Detector, dict]:
+    """Rebuild a detector from its checkpoint; returns (model in eval mode, checkpoint dict)."""
+    from dfflab.config import ModelConfig
+    from dfflab.runs import load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location)
+    if ckpt.get("kind") != "detector":
+        raise ValueError(f"{path}: not a detector checkpoint (kind={ckpt.get('kind')!r})")
+    model = build_detector(ModelConfig(**ckpt["model_cfg"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
+
+
+def save_backbone(path: Path | str, backbone: nn.Module, model_cfg, image_size: int, **extra) -> Path:
+    """Write a backbone checkpoint (what SSL pretraining produces)."""
+    from dataclasses import asdict
+
+    from dfflab.runs import save_checkpoint
+
+    save_checkpoint(path, {"kind": "backbone",
+                           "backbone": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
+                           "model_cfg": asdict(model_cfg), "image_size": int(image_size), **extra})
+    return Path(path)
+
+
+def resolve_init(init: str) -> Path | None:
+    """``scratch`` -> None; an SSL run folder -> its ``backbone.pt``; a file -> itself."""
+    if init in ("", "scratch"):
+        return None
+    p = Path(init)
+    if p.is_dir():
+        p = p / "backbone.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"init '{init}': no such backbone checkpoint or SSL run folder with backbone.pt")
+    return p
+
+
+def init_backbone(detector: Detector, init: str, model_cfg=None) -> str | None:
+    """Load ``init`` (see :func:`resolve_init`) into ``detector.backbone``; returns the path used.
+
+    Accepts backbone checkpoints and detector checkpoints (their backbone part).
+    """
+    from dfflab.runs import load_checkpoint
+
+    path = resolve_init(init)
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path)
+    if model_cfg is not None and ckpt.get("model_cfg"):
+        mine, theirs = asdict_safe(model_cfg), ckpt["model_cfg"]
+        for key in ("backbone", "width"):
+            if mine.get(key) != theirs.get(key):
+                raise ValueError(f"{path}: backbone {theirs.get('backbone')}(width {theirs.get('width')}) "
+                                 f"does not match model {mine.get('backbone')}(width {mine.get('width')})")
+    if ckpt.get("kind") == "backbone":
+        state = ckpt["backbone"]
+    elif ckpt.get("kind") == "detector":
+        state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    else:
+        raise ValueError(f"{path}: not a backbone or detector checkpoint")
+    load_backbone_weights(detector, state, path)
+    return str(path)
+
+
+def asdict_safe(cfg) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)

@@ -1,0 +1,394 @@
+"""Procedural face portraits for SynthDFF, drawn with numpy alone.
+
+A portrait comes from two parameter vectors: an *identity* (who: face shape, skin,
+hair, eyes, nose, mouth) and a *shot* (how the photo was taken: pose, light,
+background, clothes, camera). Both are uniform vectors in [0, 1]^D mapped onto the
+named ranges below, so identities blend by linear interpolation (the inpainting fake
+needs that) and everything a photo shows follows from its two vectors.
+
+Coordinates: u runs right and v down; the central square of any image spans [-1, 1]
+in both, so the centre crop of a real lines up exactly with a square render of the
+same shot (the inpainting and insight fakes rely on it).
+
+    ident, shot = sample_identity(rng), sample_shot(rng)
+    img = render_portrait(ident, shot, width=160, height=200)  # (H, W, 3) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+# Identity ranges. Lengths are in face units: rx is the face's half-width, ry its
+# half-height (chin at +ry); features are placed relative to them.
+IDENTITY_RANGES: dict[str, tuple[float, float]] = {
+    "face_rx": (0.29, 0.37),  # in image units (central square = [-1, 1])
+    "face_aspect": (1.18, 1.42),  # ry / rx
+    "jaw": (0.05, 0.25),  # how much the face narrows towards the chin
+    "skin": (0.0, 1.0),  # position along _SKIN, light to dark
+    "skin_warm": (-1.0, 1.0),  # olive to ruddy undertone
+    "hair_tone": (0.0, 1.0),  # position along _HAIR
+    "hair_volume": (1.04, 1.32),  # hair outline relative to the head
+    "hair_length": (-0.6, 1.2),  # > 0: hair falls below the ears
+    "hairline": (-0.80, -0.50),  # fringe height, ry units
+    "fringe_phase": (0.0, 6.3),  # where the fringe's waves sit
+    "eye_y": (-0.20, -0.05),  # ry units
+    "eye_dx": (0.36, 0.46),  # half the eye spacing, rx units
+    "eye_size": (0.17, 0.23),  # eye half-width, rx units
+    "eye_tone": (0.0, 1.0),  # position along _IRIS
+    "brow_gap": (0.13, 0.20),  # brow above eye, ry units
+    "brow_thick": (0.022, 0.045),  # ry units
+    "nose_len": (0.30, 0.42),  # eye line to nostrils, ry units
+    "nose_w": (0.15, 0.23),  # half-width, rx units
+    "mouth_y": (0.50, 0.64),  # ry units
+    "mouth_w": (0.30, 0.42),  # half-width, rx units
+    "lip_h": (0.05, 0.085),  # half-height of both lips, ry units
+    "lip_red": (0.0, 1.0),
+    "smile": (-0.4, 1.0),
+    "beard": (-1.5, 1.0),  # > 0: stubble or beard strength
+}
+
+SHOT_RANGES: dict[str, tuple[float, float]] = {
+    "cx": (-0.12, 0.12),  # face centre, image units
+    "cy": (-0.06, 0.14),
+    "rot": (-0.22, 0.22),  # head roll, radians (about +-12 degrees)
+    "scale": (0.82, 1.15),
+    "yaw": (-0.16, 0.16),  # features slide sideways, rx units: a cheap head turn
+    "light_angle": (0.0, 2 * np.pi),
+    "light_str": (0.05, 0.45),
+    "exposure": (0.80, 1.12),
+    "wb": (-1.0, 1.0),  # white balance, cool to warm
+    "bg_hue": (0.0, 1.0),
+    "bg_hue2": (0.0, 1.0),
+    "bg_sat": (0.0, 0.55),
+    "bg_val": (0.25, 0.95),
+    "bg_val2": (0.25, 0.95),
+    "bg_angle": (0.0, 2 * np.pi),
+    "bg_noise": (0.0, 0.12),  # low-frequency texture amplitude
+    "blobs": (0.0, 4.99),  # how many soft blobs (lamps, plants, people) behind
+    "cloth_hue": (0.0, 1.0),
+    "cloth_sat": (0.0, 0.7),
+    "cloth_val": (0.10, 0.85),
+    "noise": (0.004, 0.03),  # sensor noise sigma, fraction of full scale
+    "blur": (0.0, 0.012),  # lens/focus blur sigma, image units (not pixels)
+}
+
+_GRID = 6  # background texture grid side
+_BLOBS = 4  # most blobs a background can hold
+_SKIN = np.array(
+    [
+        [0.96, 0.82, 0.72],
+        [0.90, 0.71, 0.58],
+        [0.78, 0.57, 0.42],
+        [0.60, 0.41, 0.28],
+        [0.42, 0.27, 0.18],
+        [0.30, 0.19, 0.13],
+    ]
+)
+_HAIR = np.array(
+    [
+        [0.06, 0.05, 0.05],
+        [0.20, 0.13, 0.08],
+        [0.38, 0.24, 0.14],
+        [0.55, 0.25, 0.12],
+        [0.80, 0.64, 0.40],
+        [0.72, 0.70, 0.68],
+    ]
+)
+_IRIS = np.array(
+    [
+        [0.20, 0.12, 0.07],
+        [0.38, 0.24, 0.12],
+        [0.45, 0.42, 0.22],
+        [0.30, 0.45, 0.35],
+        [0.30, 0.45, 0.65],
+    ]
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Shot:
+    """How one photo was taken: SHOT_RANGES values plus the background's texture."""
+
+    z: np.ndarray  # (len(SHOT_RANGES),) uniform in [0, 1]
+    grid: np.ndarray  # (_GRID, _GRID, 3) low-frequency background noise in [-1, 1]
+    blobs: np.ndarray  # (_BLOBS, 6): x, y, radius, hue, value, alpha in [0, 1]
+
+    @property
+    def params(self) -> dict[str, float]:
+        return _named(self.z, SHOT_RANGES)
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """Where a face sits in image units: centre, roll, scale and half-axes."""
+
+    cx: float
+    cy: float
+    rot: float
+    scale: float
+    rx: float
+    ry: float
+
+
+def sample_identity(rng: np.random.Generator) -> np.ndarray:
+    """Draws an identity: a uniform vector over IDENTITY_RANGES."""
+    return rng.random(len(IDENTITY_RANGES))
+
+
+def sample_shot(rng: np.random.Generator) -> Shot:
+    """Draws a shot: pose, light, background, clothes and camera of one photo."""
+    z = rng.random(len(SHOT_RANGES))
+    grid = rng.uniform(-1, 1, (_GRID, _GRID, 3))
+    return Shot(z, grid, rng.random((_BLOBS, 6)))
+
+
+def _named(z: np.ndarray, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    return {k: lo + float(t) * (hi - lo) for t, (k, (lo, hi)) in zip(z, ranges.items())}
+
+
+def face_frame(identity: np.ndarray, shot: Shot) -> FaceFrame:
+    """The face's placement for this identity in this shot."""
+    f, s = _named(identity, IDENTITY_RANGES), shot.params
+    rx = f["face_rx"]
+    return FaceFrame(s["cx"], s["cy"], s["rot"], s["scale"], rx, rx * f["face_aspect"])
+
+
+def to_face(u: np.ndarray, v: np.ndarray, fr: FaceFrame) -> tuple[np.ndarray, ...]:
+    """Image units -> face units (origin at the face centre, upright, unscaled)."""
+    du, dv = u - fr.cx, v - fr.cy
+    c, s = np.cos(fr.rot), np.sin(fr.rot)
+    return (c * du + s * dv) / fr.scale, (c * dv - s * du) / fr.scale
+
+
+def from_face(x: np.ndarray, y: np.ndarray, fr: FaceFrame) -> tuple[np.ndarray, ...]:
+    """Face units -> image units; the inverse of `to_face`."""
+    c, s = np.cos(fr.rot), np.sin(fr.rot)
+    x, y = x * fr.scale, y * fr.scale
+    return fr.cx + c * x - s * y, fr.cy + s * x + c * y
+
+
+def image_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pixel-centre coordinates (H, W) in image units, and one pixel's size."""
+    half = min(width, height) / 2
+    u = (np.arange(width, dtype=np.float32) + 0.5 - width / 2) / half
+    v = (np.arange(height, dtype=np.float32) + 0.5 - height / 2) / half
+    uu, vv = np.meshgrid(u, v)
+    return uu, vv, 1 / half
+
+
+def render_portrait(
+    identity: np.ndarray, shot: Shot, width: int, height: int, optics: bool = True
+) -> np.ndarray:
+    """Draws a noise-free portrait; sensor noise is added by `add_sensor_noise`.
+
+    Args:
+        identity: Vector from `sample_identity` (or a blend of two).
+        shot: From `sample_shot`.
+        width: Image width in pixels.
+        height: Image height in pixels.
+        optics: Apply the shot's lens blur (off for a generator's clean output).
+
+    Returns:
+        (H, W, 3) float32 RGB in [0, 1].
+    """
+    f, s = _named(identity, IDENTITY_RANGES), shot.params
+    u, v, px = image_grid(width, height)
+    img = _background(u, v, s, shot)
+    fr = face_frame(identity, shot)
+    x, y = to_face(u, v, fr)
+    aa = px / fr.scale  # one pixel in face units: the width of every soft edge
+    skin = _palette(_SKIN, f["skin"]) * (1 + 0.04 * f["skin_warm"] * np.array([1, 0, -1]))
+    hair = _palette(_HAIR, f["hair_tone"])
+    _draw_body(img, x, y, aa, fr, s, skin, hair, f)
+    face = _draw_face(img, x, y, aa, fr, s, skin)
+    _draw_hair_front(img, x, y, aa, fr, f, hair, face)
+    _draw_eyes(img, x - s["yaw"] * fr.rx, y, aa, fr, f, hair)
+    _draw_nose_mouth(img, x - s["yaw"] * fr.rx, y, aa, fr, f, s, skin)
+    _light(img, u, v, s)
+    if optics:
+        img = gaussian_blur(img, s["blur"] / px)
+    return np.clip(img, 0, 1)
+
+
+def add_sensor_noise(img: np.ndarray, sigma: float, rng: np.random.Generator):
+    """Adds Gaussian sensor noise; draws the same numbers whatever sigma is."""
+    noise = rng.standard_normal(img.shape, dtype=np.float32)
+    return np.clip(img + np.float32(sigma) * noise, 0, 1)
+
+
+# --- drawing -----------------------------------------------------------------
+
+
+def _disc(x, y, rx, ry, aa):
+    """Soft ellipse coverage in [0, 1], anti-aliased over about `aa`."""
+    r = np.sqrt((x / rx) ** 2 + (y / ry) ** 2)
+    return np.clip(0.5 - (r - 1) * np.minimum(rx, ry) / aa, 0, 1)
+
+
+def _paint(img, alpha, colour):
+    img += alpha[..., None] * (colour - img)
+
+
+def _palette(colours: np.ndarray, t: float) -> np.ndarray:
+    pos = t * (len(colours) - 1)
+    i = min(int(pos), len(colours) - 2)
+    return colours[i] + (pos - i) * (colours[i + 1] - colours[i])
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v))
+
+
+def _background(u, v, s, shot):
+    c1 = _hsv(s["bg_hue"], s["bg_sat"], s["bg_val"])
+    c2 = _hsv(s["bg_hue2"], s["bg_sat"], s["bg_val2"])
+    a = s["bg_angle"]
+    t = np.clip(0.5 + 0.35 * (u * np.cos(a) + v * np.sin(a)), 0, 1)
+    img = c1 + t[..., None] * (c2 - c1)
+    # The texture grid spans a fixed window in image units, so it is the same
+    # wall whatever the photo's size or crop.
+    g = (_GRID - 1) / 3.2
+    img += s["bg_noise"] * sample_bilinear(shot.grid, (u + 1.6) * g, (v + 1.6) * g)
+    for bx, by, br, hue, val, alpha in shot.blobs[: int(s["blobs"])]:
+        cx, cy, r = 3 * bx - 1.5, 3 * by - 1.5, 0.15 + 0.5 * br
+        g = np.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * r * r)) * 0.6 * alpha
+        _paint(img, g, _hsv(hue, 0.4, val))
+    return img.astype(np.float32)
+
+
+def _draw_body(img, x, y, aa, fr, s, skin, hair, f):
+    rx, ry = fr.rx, fr.ry
+    cloth = _hsv(s["cloth_hue"], s["cloth_sat"], s["cloth_val"])
+    shade = 1 + 0.25 * s["light_str"] * np.clip(x / (3 * rx), -1, 1)
+    _paint(img, _disc(x, y - 2.25 * ry, 3.0 * rx, 1.25 * ry, aa), cloth * shade[..., None])
+    hv, length = f["hair_volume"], f["hair_length"]
+    strands = 1 + 0.1 * np.sin(35 * x / rx + 3 * np.sin(9 * y))
+    back = _disc(x, y + 0.1 * ry, rx * hv, ry * (0.95 + 0.3 * (hv - 1)), aa)
+    if length > 0:  # long hair falls over the shoulders, behind the neck
+        long = _disc(x, y - 0.45 * ry * length, 1.05 * rx * hv, ry * (0.6 + 0.6 * length), aa)
+        back = np.maximum(back, long * min(1.0, 4 * length))
+    _paint(img, back, hair * strands[..., None])
+    _paint(img, _disc(x, y - 1.0 * ry, 0.5 * rx, 0.75 * ry, aa), skin * 0.8)
+    for side in (-1, 1):  # ears, behind the face outline
+        _paint(img, _disc(x - side * 0.98 * rx, y - 0.05 * ry, 0.14 * rx, 0.2 * ry, aa), skin * 0.88)
+
+
+def _draw_face(img, x, y, aa, fr, s, skin):
+    """Paints the shaded face oval; returns its coverage."""
+    rx, ry = fr.rx, fr.ry
+    a = s["light_angle"]
+    # Narrow the lower half into a chin: the oval becomes an egg.
+    rxe = rx * (1 - 0.18 * np.clip(y / ry, 0, 1) ** 1.5)
+    face = _disc(x, y, rxe, ry, aa)
+    nx, ny = np.clip(x / rxe, -1, 1), np.clip(y / ry, -1, 1)
+    nz = np.sqrt(np.clip(1 - nx**2 - ny**2, 0, 1))
+    shade = 0.8 + 0.2 * nz + 0.5 * s["light_str"] * (nx * np.cos(a) + ny * np.sin(a))
+    _paint(img, face, skin * shade[..., None])
+    for side in (-1, 1):  # cheeks catch a little blood
+        blush = np.exp(-((x - side * 0.55 * rx) ** 2 + (y - 0.25 * ry) ** 2) / (0.04 * rx))
+        _paint(img, 0.08 * blush * face, np.array([0.85, 0.35, 0.35]))
+    return face
+
+
+def _draw_hair_front(img, x, y, aa, fr, f, hair, face):
+    rx, ry = fr.rx, fr.ry
+    hv = f["hair_volume"]
+    # A wavy fringe: hair covers the head above the hairline.
+    line = f["hairline"] * ry + 0.05 * ry * np.sin(3 * x / rx + f["fringe_phase"])
+    cap = _disc(x, y + 0.1 * ry, rx * hv, ry * (0.95 + 0.3 * (hv - 1)), aa)
+    cap *= np.clip((line - y) / aa + 0.5, 0, 1)
+    strands = 1 + 0.1 * np.sin(35 * x / rx + 3 * np.sin(9 * y))
+    _paint(img, cap, hair * strands[..., None])
+    beard = np.clip(f["beard"], 0, 1)
+    if beard > 0:
+        jaw = _disc(x, y - 0.62 * ry, 0.95 * rx, 0.55 * ry, 6 * aa) * face
+        _paint(img, 0.55 * beard * jaw, hair)
+
+
+def _draw_eyes(img, x, y, aa, fr, f, hair):
+    rx, ry = fr.rx, fr.ry
+    ey, es = f["eye_y"] * ry, f["eye_size"] * rx
+    iris = _palette(_IRIS, f["eye_tone"])
+    for side in (-1, 1):
+        ex = side * f["eye_dx"] * rx
+        bx, by = x - ex, y - ey + f["brow_gap"] * ry + side * 0.15 * (x - ex)
+        _paint(img, 0.9 * _disc(bx, by, 1.3 * es, f["brow_thick"] * ry, aa), hair * 0.8)
+        white = _disc(x - ex, y - ey, es, 0.5 * es, aa)
+        lid = _disc(x - ex, y - ey + 0.1 * es, 1.12 * es, 0.62 * es, aa) * (y < ey)
+        _paint(img, 0.7 * lid, np.array([0.1, 0.07, 0.06]))
+        _paint(img, white, np.array([0.92, 0.90, 0.87]))
+        _paint(img, white * _disc(x - ex, y - ey, 0.48 * es, 0.48 * es, aa), iris)
+        _paint(img, white * _disc(x - ex, y - ey, 0.2 * es, 0.2 * es, aa), np.zeros(3))
+
+
+def _draw_nose_mouth(img, x, y, aa, fr, f, s, skin):
+    rx, ry = fr.rx, fr.ry
+    ey, ny = f["eye_y"] * ry, (f["eye_y"] + f["nose_len"]) * ry
+    nw, side = f["nose_w"] * rx, np.sign(np.cos(s["light_angle"])) or 1.0
+    # The nose is a shadow on the side away from the light plus a lit tip.
+    ridge = _disc(x + side * 0.5 * nw, y - (ey + ny) / 2, 0.35 * nw, (ny - ey) / 2, 4 * aa)
+    _paint(img, 0.25 * ridge, skin * 0.6)
+    _paint(img, 0.5 * _disc(x, y - ny + 0.04 * ry, 0.6 * nw, 0.06 * ry, 3 * aa), skin * 1.08)
+    for k in (-1, 1):
+        _paint(img, 0.55 * _disc(x - k * 0.5 * nw, y - ny, 0.22 * nw, 0.09 * nw, aa), skin * 0.4)
+    mw, my, lh = f["mouth_w"] * rx, f["mouth_y"] * ry, f["lip_h"] * ry
+    bent = y - my + f["smile"] * 0.06 * ry * (x / mw) ** 2  # corners rise with a smile
+    lips = skin * (1 - 0.3 * f["lip_red"] * np.array([0.1, 1.0, 0.9]))
+    _paint(img, _disc(x, bent, mw, lh, aa), lips * 0.9)
+    _paint(img, 0.8 * _disc(x, bent, 0.95 * mw, 0.18 * lh, aa), skin * 0.35)
+
+
+def _light(img, u, v, s):
+    a = s["light_angle"]
+    gain = 1 + 0.25 * s["light_str"] * (u * np.cos(a) + v * np.sin(a))
+    gain *= 1 - 0.08 * (u * u + v * v)  # lens vignetting
+    wb = np.array([1 + 0.07 * s["wb"], 1.0, 1 - 0.07 * s["wb"]]) * s["exposure"]
+    img *= (gain[..., None] * wb).astype(np.float32)
+
+
+# --- image operations --------------------------------------------------------
+
+
+def sample_bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Samples `img` (h, w, c) at float pixel coordinates, clamping at the border."""
+    h, w = img.shape[:2]
+    x, y = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
+    x0 = np.minimum(x.astype(np.int64), w - 2)
+    y0 = np.minimum(y.astype(np.int64), h - 2)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    top = img[y0, x0] + fx * (img[y0, x0 + 1] - img[y0, x0])
+    bot = img[y0 + 1, x0] + fx * (img[y0 + 1, x0 + 1] - img[y0 + 1, x0])
+    return (top + fy * (bot - top)).astype(np.float32)
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of an (H, W, C) image, sigma in pixels."""
+    if sigma < 0.05:
+        return img
+    r = int(np.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k = (k / k.sum()).astype(np.float32)
+    for axis in (0, 1):
+        n = img.shape[axis]
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (r, r)
+        p = np.pad(img, pad, mode="reflect" if n > r else "edge")
+        img = sum(w * np.take(p, np.arange(i, i + n), axis=axis) for i, w in enumerate(k))
+    return img.astype(np.float32)
+
+
+def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bicubic resize of a float (H, W, C) image, channel by channel."""
+    chans = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(img[..., c], np.float32)).resize(
+                (width, height), Image.BICUBIC
+            )
+        )
+        for c in range(img.shape[-1])
+    ]
+    return np.stack(chans, axis=-1)
