@@ -1,0 +1,32 @@
+"""Data layer: DFF reader, SynthDFF, grouped splits and the prepared store.
+
+Stages call :func:`ensure_store` to get the store for a config: it synthesizes SynthDFF
+when ``data.root`` is a SynthDFF path that doesn't exist yet, prepares the store when
+it is missing or stale, and opens it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_synth_root(root: str | Path) -> bool:
+    return "synthdff" in Path(root).name.lower()
+
+
+def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
+    """The prepared :class:`~dfflab.data.store.Store` for ``cfg``, building what is missing."""
+    from dfflab.data.store import Store, prepare
+
+    root = Path(cfg.data.root)
+    if not root.exists() and is_synth_root(root):
+        from dfflab.data.cli import write_synth
+        from dfflab.data.synth import SynthSpec
+
+        spec = SynthSpec(n_real=cfg.data.n_real, seed=0, difficulty=cfg.data.difficulty,
+                         fake_size=cfg.data.fake_size, real_min=cfg.data.real_min, real_max=cfg.data.real_max)
+        write_synth(root, spec, cfg, progress=progress)
+    out = prepare(root, cfg.store_dir, cfg.data.image_size, val_frac=cfg.data.val_frac,
+                  test_frac=cfg.data.test_frac, split_seed=cfg.data.split_seed,
+                  max_bad_frac=cfg.data.max_bad_frac, workers=cfg.data.workers, progress=progress)
+    return Store(out, in_memory=in_memory)
