@@ -81,6 +81,7 @@ class TrainConfig:
     device: str = doc("auto", "auto, cpu, cuda, cuda:N or mps.")
     amp: bool = doc(True, "bf16 autocast on a GPU (ignored on a CPU).")
     threads: int = doc(0, "torch CPU threads (0 = all cores).")
+    audit: bool = doc(True, "Run the metadata shortcut audit (seconds) with each centralized training run.")
 
 
 @dataclass

@@ -1,0 +1,493 @@
+"""Centralized real-vs-fake detector: the baseline every other method is measured against.
+
+    dfflab centralized train --preset quick                      # from scratch
+    dfflab centralized train --init results/runs/<ssl run>       # fine-tune an SSL backbone
+    dfflab centralized train --train-sources insight --name only-insight
+
+The training strategy, and why:
+
+* **Class imbalance** (DFF is 1 real : 3 fakes): ``train.balance=weight`` scales the
+  fakes' loss by n_real / n_fake so both classes weigh the same (``sample`` resamples
+  instead); every reported accuracy also has a balanced twin.
+* **Augmentations** on tensors, on the device (``dfflab.train.augment``): flips and
+  integer shifts only. Colour jitter, blur and resampling crops would erase the very
+  artifacts (upsampling grids, missing noise, seams) the detector must find.
+* **Schedule**: AdamW, linear warmup then cosine decay, stepped per batch.
+* **Selection**: after each epoch the model is scored on validation; the epoch with
+  the best val AUROC is kept (``detector.pt``) and training stops after
+  ``train.patience`` epochs without improvement. The decision threshold (max balanced
+  accuracy) is chosen on validation only. Test metrics are logged each epoch for the
+  centralized-vs-federated curves but never used to choose anything.
+* **Crash safety**: ``last.pt`` (model, optimizer, scheduler, epoch, best, RNG) is
+  written every epoch; a rerun with the same name and config resumes from it.
+
+Only validation rows of the *training* sources are used for selection, so a held-out
+generator (cross-generator protocol) stays unseen until test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dfflab.config import ConfigError
+from dfflab.device import prepare_model, resolve_device, seed_everything, set_threads
+from dfflab.metrics import (
+    binary_metrics,
+    choose_threshold,
+    flatten_metrics,
+    per_source_metrics,
+)
+from dfflab.models import build_detector, init_backbone, load_detector, save_detector
+from dfflab.runs import Run, find_unfinished
+from dfflab.train.augment import make_augment
+from dfflab.train.core import (
+    detection_loss,
+    epoch_rows,
+    evaluate,
+    predict,
+    train_one_epoch,
+    warmup_cosine,
+)
+
+STAGE = "centralized"
+EVAL_BATCH = 256
+SHOWN = (
+    "accuracy",
+    "balanced_accuracy",
+    "auroc",
+    "ap",
+    "eer",
+    "f1",
+    "precision",
+    "recall",
+)
+
+
+# -- data -------------------------------------------------------------------------------
+def check_sources(store, sources: list[str], key: str) -> list[str]:
+    """Raise ConfigError naming ``key`` when ``sources`` names no or unknown fake sources."""
+    if not sources:
+        raise ConfigError(
+            f"{key} is empty: name at least one fake source ({', '.join(store.fake_sources)})"
+        )
+    unknown = [s for s in sources if s not in store.fake_sources]
+    if unknown:
+        raise ConfigError(
+            f"{key}: unknown fake source(s) {unknown}; the store {store.path} has "
+            f"{', '.join(store.fake_sources)}"
+        )
+    return list(sources)
+
+
+def label_subset(store, rows: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    """A seeded share ``frac`` of ``rows``, stratified by source (at least one row each)."""
+    if not 0 < frac <= 1:
+        raise ConfigError(f"train.label-frac must be in (0, 1], got {frac}")
+    if frac == 1:
+        return rows
+    rng = np.random.default_rng([seed, 7])
+    keep = []
+    for s in np.unique(store.sources[rows]):
+        mine = rows[store.sources[rows] == s]
+        keep.append(
+            rng.choice(mine, size=max(1, round(frac * len(mine))), replace=False)
+        )
+    return np.sort(np.concatenate(keep))
+
+
+def select_rows(store, tcfg) -> dict[str, np.ndarray]:
+    """Row indices: train (train sources, label-frac applied), val (train sources), test."""
+    train_src = check_sources(store, tcfg.train_sources, "train.train-sources")
+    test_src = check_sources(store, tcfg.test_sources, "train.test-sources")
+    rows = {
+        "train": label_subset(
+            store, store.select("train", train_src), tcfg.label_frac, tcfg.seed
+        ),
+        "val": store.select("val", train_src),
+        "test": store.select("test", test_src),
+    }
+    for split, r in rows.items():
+        if len(np.unique(store.labels[r])) < 2:
+            raise ConfigError(
+                f"the {split} split of {store.path} needs reals and fakes, has "
+                f"{len(r)} rows of one class; check data.val-frac / data.test-frac"
+            )
+    return rows
+
+
+# -- scoring ----------------------------------------------------------------------------
+def score(
+    model,
+    store,
+    rows,
+    device,
+    *,
+    threshold: float | None = None,
+    loss_fn=None,
+    amp: bool = True,
+) -> tuple[dict, dict, object, float]:
+    """(overall, per_source, predictions, threshold); ``threshold=None`` chooses it on these rows."""
+    pred = predict(model, store.batches(rows, EVAL_BATCH), device, amp=amp)
+    thr = choose_threshold(pred.probs, pred.labels) if threshold is None else threshold
+    overall = binary_metrics(pred.probs, pred.labels, thr)
+    if loss_fn is not None:
+        overall["loss"] = float(
+            loss_fn(pred.logits.to(device), pred.labels.float().to(device))
+        )
+    return (
+        overall,
+        per_source_metrics(
+            pred.probs, pred.labels, pred.source_ids, store.source_names, thr
+        ),
+        pred,
+        thr,
+    )
+
+
+def evaluate_checkpoint(
+    ckpt_path: str | Path,
+    store,
+    rows: np.ndarray,
+    device: torch.device | str = "cpu",
+    *,
+    threshold: float | None = None,
+    transform=None,
+    amp: bool = True,
+    batch_size: int = EVAL_BATCH,
+) -> tuple[dict, dict, object]:
+    """Score a detector checkpoint on store ``rows`` at its own (val-chosen) threshold.
+
+    Args:
+        threshold: overrides the checkpoint's threshold.
+        transform: applied to float images on the device first (robustness distortions).
+
+    Returns:
+        (overall metrics, {source: metrics}, Predictions) as :func:`dfflab.train.core.evaluate`.
+    """
+    device = torch.device(device) if isinstance(device, str) else device
+    model, ckpt = load_detector(ckpt_path)
+    if int(ckpt["image_size"]) != store.image_size:
+        raise ValueError(
+            f"{ckpt_path}: trained on {ckpt['image_size']} px images but the store "
+            f"{store.path} holds {store.image_size} px; set data.image-size={ckpt['image_size']}"
+        )
+    model = prepare_model(model, device)
+    thr = float(ckpt.get("threshold", 0.5)) if threshold is None else threshold
+    return evaluate(
+        model,
+        store.batches(rows, batch_size),
+        device,
+        store.source_names,
+        threshold=thr,
+        amp=amp,
+        transform=transform,
+    )
+
+
+def metrics_table(overall: dict, per_source: dict, title: str = "") -> str:
+    """A fixed-width table: one line overall, one per fake source."""
+    head = f"{'':<12}" + "".join(f"{k[:9]:>10}" for k in SHOWN)
+    lines = [title, head] if title else [head]
+    for name, m in [("all", overall), *per_source.items()]:
+        lines.append(
+            f"{name:<12}" + "".join(f"{m.get(k, float('nan')):>10.4f}" for k in SHOWN)
+        )
+    return "\n".join(lines)
+
+
+# -- run folder and resume ----------------------------------------------------------------
+def same_setup(run: Run, cfg) -> bool:
+    """Whether ``run`` was made with the same results/data/model/train settings as ``cfg``."""
+    mine, theirs = cfg.to_dict(), run.config
+    return all(
+        mine.get(k) == theirs.get(k) for k in ("results", "data", "model", "train")
+    )
+
+
+def _open_run(
+    cfg, name: str, parent, note: str, store, resume: bool, resume_from
+) -> tuple[Run, dict | None]:
+    """A new run folder, or (resuming) a crashed one with its ``last.pt`` state."""
+    run = None
+    if resume_from:
+        run = Run.open(resume_from)
+        if run.finished:
+            raise ConfigError(
+                f"{resume_from} already finished (has summary.json); nothing to resume"
+            )
+        if not run.path("last.pt").is_file():
+            raise ConfigError(f"{resume_from} has no last.pt to resume from")
+    elif resume:
+        found = find_unfinished(cfg.results, STAGE, name)
+        if found is not None and same_setup(found, cfg):
+            run = found
+        elif found is not None:
+            tqdm.write(
+                f"not resuming {found.dir}: its data/model/train settings differ; starting afresh"
+            )
+    if run is not None:
+        state = run.load("last.pt")
+        run.truncate_metrics(int(state["epoch"]))
+        tqdm.write(f"resuming {run.dir} after epoch {state['epoch']}")
+        return run, state
+    return Run.create(
+        cfg.results,
+        STAGE,
+        name,
+        cfg.to_dict(),
+        parent=parent,
+        note=note,
+        fingerprint=store.fingerprint,
+    ), None
+
+
+# -- training -----------------------------------------------------------------------------
+def train_detector(
+    cfg,
+    *,
+    name: str = "scratch",
+    parent: str | None = None,
+    note: str = "",
+    store=None,
+    progress: bool = True,
+    resume: bool = True,
+    resume_from: str | Path | None = None,
+) -> Run:
+    """Train, select and test one detector; returns its finished run folder.
+
+    Args:
+        cfg: the resolved :class:`~dfflab.config.Config` (``data``, ``model``, ``train``).
+        name: run name; a crashed run of this name and config is resumed.
+        parent, note: recorded in config.json (what this run changes and why).
+        store: a prepared store (default: ``ensure_store(cfg)``).
+        resume: look for a crashed run of the same name to continue.
+        resume_from: an explicit run folder to continue (its config should be ``cfg``).
+
+    Writes metrics.csv, last.pt, detector.pt, summary.json and roc/pr/confusion/training PNGs.
+    """
+    # -- setup ------------------------------------------------------------------------
+    t = cfg.train
+    set_threads(t.threads)
+    device = resolve_device(t.device)
+    if store is None:
+        from dfflab.data import ensure_store
+
+        store = ensure_store(cfg, progress=progress)
+    rows = select_rows(store, t)
+    seed_everything(t.seed)
+    model = build_detector(cfg.model)
+    init_path = init_backbone(model, t.init, cfg.model)
+    model = prepare_model(model, device)
+    drop_last = len(rows["train"]) > t.batch_size  # a last batch of 1 breaks BatchNorm
+    steps = (
+        len(rows["train"]) // t.batch_size
+        if drop_last
+        else math.ceil(len(rows["train"]) / t.batch_size)
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = warmup_cosine(opt, round(t.warmup_epochs * steps), t.epochs * steps)
+    loss_fn = detection_loss(store.labels[rows["train"]], t.balance, device)
+    augment = make_augment(t.augment)
+    run, state = _open_run(cfg, name, parent, note, store, resume, resume_from)
+    best = {
+        "key": (-1.0, 0.0),
+        "epoch": 0,
+        "threshold": 0.5,
+        "bad": 0,
+        "val": {},
+        "val_per_source": {},
+    }
+    start, samples, elapsed = 0, 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, samples, elapsed = (
+            int(state["epoch"]),
+            int(state["samples"]),
+            float(state["seconds"]),
+        )
+        best = {**state["best"], "key": tuple(state["best"]["key"])}
+    ckpt_extra = {
+        "train_sources": list(t.train_sources),
+        "stage": STAGE,
+        "run": run.name,
+    }
+
+    # -- epochs -----------------------------------------------------------------------
+    stopped = "max epochs"
+    bar = tqdm(
+        range(start, t.epochs),
+        desc=f"train {name}",
+        disable=not progress,
+        dynamic_ncols=True,
+        initial=start,
+        total=t.epochs,
+    )
+    for epoch in bar:
+        t0 = time.time()
+        epoch_seed = (
+            t.seed * 1000 + epoch
+        )  # per-epoch seeds make a resumed run replay exactly
+        torch.manual_seed(epoch_seed)  # dropout
+        gen = torch.Generator().manual_seed(epoch_seed)  # augmentation
+        order = epoch_rows(rows["train"], store.labels, t.balance, epoch_seed)
+        try:
+            stats = train_one_epoch(
+                model,
+                store.batches(order, t.batch_size, drop_last=drop_last),
+                opt,
+                loss_fn,
+                device,
+                scheduler=sched,
+                augment=augment,
+                gen=gen,
+                amp=t.amp,
+                desc=f"epoch {epoch + 1}" if progress else None,
+                total=steps,
+            )
+        except FloatingPointError as e:
+            stopped = f"non-finite loss in epoch {epoch + 1} ({e}); kept the best earlier epoch"
+            tqdm.write(f"dfflab: {stopped}")
+            break
+        samples += stats["images"]
+        val, val_per, _, thr = score(
+            model, store, rows["val"], device, loss_fn=loss_fn, amp=t.amp
+        )
+        test, test_per, _, _ = score(
+            model, store, rows["test"], device, threshold=thr, amp=t.amp
+        )
+        elapsed += time.time() - t0
+        row = {
+            "epoch": epoch + 1,
+            "samples": samples,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": stats["loss"],
+            "val_loss": val["loss"],
+            "val_threshold": thr,
+            **flatten_metrics(val, val_per, "val"),
+            "test_accuracy": test["accuracy"],
+            "test_balanced_accuracy": test["balanced_accuracy"],
+            "test_auroc": test["auroc"],
+            **{f"test_auroc_{s}": m["auroc"] for s, m in test_per.items()},
+            "img_per_s": stats["img_per_s"],
+            "seconds": elapsed,
+        }
+        run.log_metrics(row)
+        key = (
+            round(val["auroc"], 6),
+            -val["loss"],
+        )  # ties in AUROC go to the lower val loss
+        if key > best["key"]:
+            best = {
+                "key": key,
+                "epoch": epoch + 1,
+                "threshold": thr,
+                "bad": 0,
+                "val": val,
+                "val_per_source": val_per,
+            }
+            save_detector(
+                run.path("detector.pt"),
+                model,
+                cfg.model,
+                store.image_size,
+                threshold=thr,
+                source_names=store.source_names,
+                epoch=epoch + 1,
+                **ckpt_extra,
+            )
+        else:
+            best["bad"] += 1
+        run.save(
+            "last.pt",
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch + 1,
+                "samples": samples,
+                "seconds": elapsed,
+                "best": {**best, "key": list(best["key"])},
+                "rng": {"torch": torch.get_rng_state(), "epoch_seed": epoch_seed},
+            },
+        )
+        bar.set_postfix(val_auroc=f"{val['auroc']:.4f}", best=best["epoch"])
+        if progress:
+            tqdm.write(
+                f"epoch {epoch + 1:>3}  loss {stats['loss']:.4f}  val_loss {val['loss']:.4f}  "
+                f"val_auroc {val['auroc']:.4f}  test_auroc {test['auroc']:.4f}  "
+                f"{stats['img_per_s']:.0f} img/s"
+            )
+        if best["bad"] >= t.patience:
+            stopped = f"early stopping: no better val AUROC for {t.patience} epochs"
+            break
+    bar.close()
+    if not run.path("detector.pt").is_file():
+        raise RuntimeError(
+            f"{run.dir}: no epoch finished ({stopped}); lower train.lr and retry"
+        )
+
+    # -- final test at the val-chosen threshold ------------------------------------------
+    overall, per_source, pred = evaluate_checkpoint(
+        run.path("detector.pt"), store, rows["test"], device, amp=t.amp
+    )
+    summary = {
+        "test": overall,
+        "test_per_source": per_source,
+        "val": best["val"],
+        "val_per_source": best["val_per_source"],
+        "threshold": best["threshold"],
+        "best_epoch": best["epoch"],
+        "epochs_run": len(run.metrics()),
+        "stopped": stopped,
+        "samples": samples,
+        "seconds": round(elapsed, 2),
+        "train_sources": list(t.train_sources),
+        "test_sources": list(t.test_sources),
+        "init": t.init,
+        "init_path": init_path,
+        "label_frac": t.label_frac,
+        "sizes": {k: len(v) for k, v in rows.items()},
+        "device": str(device),
+        "model": asdict(cfg.model),
+        "checkpoint": str(run.path("detector.pt")),
+    }
+    if t.audit:
+        from dfflab.centralized.audit import run_audit
+
+        summary["audit"] = run_audit(store, rows["train"], rows["test"], t.seed)
+        summary["audit"]["detector_auroc"] = overall["auroc"]
+    _plots(run, pred, overall, store.source_names, best["threshold"])
+    run.write_summary(summary)
+    if progress:
+        print(
+            metrics_table(
+                overall,
+                per_source,
+                f"test ({len(rows['test'])} images) at val threshold "
+                f"{best['threshold']:.3f}, best epoch {best['epoch']}",
+            )
+        )
+        if "audit" in summary:
+            print(summary["audit"]["message"])
+        print(f"run folder: {run.dir}")
+    return run
+
+
+def _plots(
+    run: Run, pred, overall: dict, source_names: list[str], threshold: float
+) -> None:
+    from dfflab.centralized import plots
+
+    plots.plot_roc(pred, source_names, run.path("roc.png"))
+    plots.plot_pr(pred, source_names, run.path("pr.png"))
+    plots.plot_confusion(overall, run.path("confusion.png"), threshold)
+    plots.plot_training(run.metrics(), run.path("training.png"))
