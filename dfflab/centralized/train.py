@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from dfflab.metrics import (
     per_source_metrics,
 )
 from dfflab.models import build_detector, init_backbone, load_detector, save_detector
+from dfflab.models.detector import resolve_init
 from dfflab.runs import Run, find_unfinished
 from dfflab.train.augment import make_augment
 from dfflab.train.core import (
@@ -249,6 +250,161 @@ def _open_run(
 
 
 # -- training -----------------------------------------------------------------------------
+@dataclass
+class Fit:
+    """Everything one training run carries between epochs (and through ``last.pt``)."""
+
+    cfg: object
+    store: object
+    run: Run
+    rows: dict[str, np.ndarray]
+    device: torch.device
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: torch.nn.Module
+    steps: int  # optimizer steps per epoch
+    drop_last: bool
+    init_path: str | None = None  # the backbone checkpoint loaded, if any
+    epoch: int = 0  # epochs finished
+    samples: int = 0  # training images processed
+    seconds: float = 0.0
+    best: dict = field(
+        default_factory=lambda: {
+            "key": [-1.0, 0.0],
+            "epoch": 0,
+            "threshold": 0.5,
+            "bad": 0,
+            "val": {},
+            "val_per_source": {},
+        }
+    )
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "epoch": self.epoch,
+            "samples": self.samples,
+            "seconds": self.seconds,
+            "best": self.best,
+            "rng": {"torch": torch.get_rng_state()},
+        }
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.epoch, self.samples = int(state["epoch"]), int(state["samples"])
+        self.seconds, self.best = float(state["seconds"]), state["best"]
+
+
+def _setup(cfg, store, run: Run, device: torch.device) -> Fit:
+    """Rows, model (with its init), AdamW, warmup + cosine schedule and the balanced loss."""
+    t = cfg.train
+    rows = select_rows(store, t)
+    seed_everything(t.seed)
+    model = build_detector(cfg.model)
+    init_path = init_backbone(model, t.init, cfg.model)
+    model = prepare_model(model, device)
+    n = len(rows["train"])
+    drop_last = n > t.batch_size  # a last batch of 1 breaks BatchNorm
+    steps = n // t.batch_size if drop_last else math.ceil(n / t.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = warmup_cosine(opt, round(t.warmup_epochs * steps), t.epochs * steps)
+    loss_fn = detection_loss(store.labels[rows["train"]], t.balance, device)
+    return Fit(
+        cfg,
+        store,
+        run,
+        rows,
+        device,
+        model,
+        opt,
+        sched,
+        loss_fn,
+        steps,
+        drop_last,
+        init_path,
+    )
+
+
+def _train_epoch(f: Fit, progress: bool) -> dict:
+    """One epoch of training, then val (threshold chosen there) and test; returns the csv row."""
+    t, epoch = f.cfg.train, f.epoch
+    t0 = time.time()
+    seed = t.seed * 1000 + epoch  # per-epoch seeds make a resumed run replay exactly
+    torch.manual_seed(seed)  # dropout
+    order = epoch_rows(f.rows["train"], f.store.labels, t.balance, seed)
+    stats = train_one_epoch(
+        f.model,
+        f.store.batches(order, t.batch_size, drop_last=f.drop_last),
+        f.opt,
+        f.loss_fn,
+        f.device,
+        scheduler=f.sched,
+        augment=make_augment(t.augment),
+        gen=torch.Generator().manual_seed(seed),
+        amp=t.amp,
+        desc=f"epoch {epoch + 1}" if progress else None,
+        total=f.steps,
+    )
+    f.samples += stats["images"]
+    val, val_per, _, thr = score(
+        f.model, f.store, f.rows["val"], f.device, loss_fn=f.loss_fn, amp=t.amp
+    )
+    test, test_per, _, _ = score(
+        f.model, f.store, f.rows["test"], f.device, threshold=thr, amp=t.amp
+    )
+    f.epoch += 1
+    f.seconds += time.time() - t0
+    _keep_if_best(f, val, val_per, thr)
+    return {
+        "epoch": f.epoch,
+        "samples": f.samples,
+        "lr": f.opt.param_groups[0]["lr"],
+        "train_loss": stats["loss"],
+        "val_loss": val["loss"],
+        "val_threshold": thr,
+        **flatten_metrics(val, val_per, "val"),
+        "test_accuracy": test["accuracy"],
+        "test_balanced_accuracy": test["balanced_accuracy"],
+        "test_auroc": test["auroc"],
+        **{f"test_auroc_{s}": m["auroc"] for s, m in test_per.items()},
+        "img_per_s": stats["img_per_s"],
+        "seconds": f.seconds,
+    }
+
+
+def _keep_if_best(f: Fit, val: dict, val_per: dict, thr: float) -> None:
+    """Save ``detector.pt`` when val AUROC improves (ties: lower val loss); count bad epochs."""
+    key = [round(val["auroc"], 6), -val["loss"]]
+    if key <= f.best["key"]:
+        f.best["bad"] += 1
+        return
+    f.best = {
+        "key": key,
+        "epoch": f.epoch,
+        "threshold": thr,
+        "bad": 0,
+        "val": val,
+        "val_per_source": val_per,
+    }
+    save_detector(
+        f.run.path("detector.pt"),
+        f.model,
+        f.cfg.model,
+        f.store.image_size,
+        threshold=thr,
+        source_names=f.store.source_names,
+        epoch=f.epoch,
+        stage=STAGE,
+        run=f.run.name,
+        train_sources=list(f.cfg.train.train_sources),
+    )
+
+
 def train_detector(
     cfg,
     *,
@@ -272,7 +428,6 @@ def train_detector(
 
     Writes metrics.csv, last.pt, detector.pt, summary.json and roc/pr/confusion/training PNGs.
     """
-    # -- setup ------------------------------------------------------------------------
     t = cfg.train
     set_threads(t.threads)
     device = resolve_device(t.device)
@@ -280,153 +435,41 @@ def train_detector(
         from dfflab.data import ensure_store
 
         store = ensure_store(cfg, progress=progress)
-    rows = select_rows(store, t)
-    seed_everything(t.seed)
-    model = build_detector(cfg.model)
-    init_path = init_backbone(model, t.init, cfg.model)
-    model = prepare_model(model, device)
-    drop_last = len(rows["train"]) > t.batch_size  # a last batch of 1 breaks BatchNorm
-    steps = (
-        len(rows["train"]) // t.batch_size
-        if drop_last
-        else math.ceil(len(rows["train"]) / t.batch_size)
-    )
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = warmup_cosine(opt, round(t.warmup_epochs * steps), t.epochs * steps)
-    loss_fn = detection_loss(store.labels[rows["train"]], t.balance, device)
-    augment = make_augment(t.augment)
+    select_rows(store, t)  # fail on bad sources or init before a run folder exists
+    try:
+        resolve_init(t.init)
+    except FileNotFoundError as e:
+        raise ConfigError(f"train.init: {e}") from None
     run, state = _open_run(cfg, name, parent, note, store, resume, resume_from)
-    best = {
-        "key": (-1.0, 0.0),
-        "epoch": 0,
-        "threshold": 0.5,
-        "bad": 0,
-        "val": {},
-        "val_per_source": {},
-    }
-    start, samples, elapsed = 0, 0, 0.0
+    f = _setup(cfg, store, run, device)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, samples, elapsed = (
-            int(state["epoch"]),
-            int(state["samples"]),
-            float(state["seconds"]),
-        )
-        best = {**state["best"], "key": tuple(state["best"]["key"])}
-    ckpt_extra = {
-        "train_sources": list(t.train_sources),
-        "stage": STAGE,
-        "run": run.name,
-    }
-
-    # -- epochs -----------------------------------------------------------------------
+        f.load(state)
     stopped = "max epochs"
     bar = tqdm(
-        range(start, t.epochs),
+        total=t.epochs,
+        initial=f.epoch,
         desc=f"train {name}",
         disable=not progress,
         dynamic_ncols=True,
-        initial=start,
-        total=t.epochs,
     )
-    for epoch in bar:
-        t0 = time.time()
-        epoch_seed = (
-            t.seed * 1000 + epoch
-        )  # per-epoch seeds make a resumed run replay exactly
-        torch.manual_seed(epoch_seed)  # dropout
-        gen = torch.Generator().manual_seed(epoch_seed)  # augmentation
-        order = epoch_rows(rows["train"], store.labels, t.balance, epoch_seed)
+    while f.epoch < t.epochs:
         try:
-            stats = train_one_epoch(
-                model,
-                store.batches(order, t.batch_size, drop_last=drop_last),
-                opt,
-                loss_fn,
-                device,
-                scheduler=sched,
-                augment=augment,
-                gen=gen,
-                amp=t.amp,
-                desc=f"epoch {epoch + 1}" if progress else None,
-                total=steps,
-            )
+            row = _train_epoch(f, progress)
         except FloatingPointError as e:
-            stopped = f"non-finite loss in epoch {epoch + 1} ({e}); kept the best earlier epoch"
+            stopped = f"non-finite loss in epoch {f.epoch + 1} ({e}); kept the best earlier epoch"
             tqdm.write(f"dfflab: {stopped}")
             break
-        samples += stats["images"]
-        val, val_per, _, thr = score(
-            model, store, rows["val"], device, loss_fn=loss_fn, amp=t.amp
-        )
-        test, test_per, _, _ = score(
-            model, store, rows["test"], device, threshold=thr, amp=t.amp
-        )
-        elapsed += time.time() - t0
-        row = {
-            "epoch": epoch + 1,
-            "samples": samples,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": stats["loss"],
-            "val_loss": val["loss"],
-            "val_threshold": thr,
-            **flatten_metrics(val, val_per, "val"),
-            "test_accuracy": test["accuracy"],
-            "test_balanced_accuracy": test["balanced_accuracy"],
-            "test_auroc": test["auroc"],
-            **{f"test_auroc_{s}": m["auroc"] for s, m in test_per.items()},
-            "img_per_s": stats["img_per_s"],
-            "seconds": elapsed,
-        }
         run.log_metrics(row)
-        key = (
-            round(val["auroc"], 6),
-            -val["loss"],
-        )  # ties in AUROC go to the lower val loss
-        if key > best["key"]:
-            best = {
-                "key": key,
-                "epoch": epoch + 1,
-                "threshold": thr,
-                "bad": 0,
-                "val": val,
-                "val_per_source": val_per,
-            }
-            save_detector(
-                run.path("detector.pt"),
-                model,
-                cfg.model,
-                store.image_size,
-                threshold=thr,
-                source_names=store.source_names,
-                epoch=epoch + 1,
-                **ckpt_extra,
-            )
-        else:
-            best["bad"] += 1
-        run.save(
-            "last.pt",
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "epoch": epoch + 1,
-                "samples": samples,
-                "seconds": elapsed,
-                "best": {**best, "key": list(best["key"])},
-                "rng": {"torch": torch.get_rng_state(), "epoch_seed": epoch_seed},
-            },
-        )
-        bar.set_postfix(val_auroc=f"{val['auroc']:.4f}", best=best["epoch"])
+        run.save("last.pt", f.state())
+        bar.update()
+        bar.set_postfix(val_auroc=f"{row['val_auroc']:.4f}", best=f.best["epoch"])
         if progress:
             tqdm.write(
-                f"epoch {epoch + 1:>3}  loss {stats['loss']:.4f}  val_loss {val['loss']:.4f}  "
-                f"val_auroc {val['auroc']:.4f}  test_auroc {test['auroc']:.4f}  "
-                f"{stats['img_per_s']:.0f} img/s"
+                f"epoch {f.epoch:>3}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+                f"val_auroc {row['val_auroc']:.4f}  test_auroc {row['test_auroc']:.4f}  "
+                f"{row['img_per_s']:.0f} img/s"
             )
-        if best["bad"] >= t.patience:
+        if f.best["bad"] >= t.patience:
             stopped = f"early stopping: no better val AUROC for {t.patience} epochs"
             break
     bar.close()
@@ -434,10 +477,15 @@ def train_detector(
         raise RuntimeError(
             f"{run.dir}: no epoch finished ({stopped}); lower train.lr and retry"
         )
+    _finish(f, stopped, progress)
+    return run
 
-    # -- final test at the val-chosen threshold ------------------------------------------
+
+def _finish(f: Fit, stopped: str, progress: bool) -> None:
+    """Test the best checkpoint at its val threshold; write plots and summary.json."""
+    t, run, best = f.cfg.train, f.run, f.best
     overall, per_source, pred = evaluate_checkpoint(
-        run.path("detector.pt"), store, rows["test"], device, amp=t.amp
+        run.path("detector.pt"), f.store, f.rows["test"], f.device, amp=t.amp
     )
     summary = {
         "test": overall,
@@ -446,40 +494,39 @@ def train_detector(
         "val_per_source": best["val_per_source"],
         "threshold": best["threshold"],
         "best_epoch": best["epoch"],
-        "epochs_run": len(run.metrics()),
+        "epochs_run": f.epoch,
         "stopped": stopped,
-        "samples": samples,
-        "seconds": round(elapsed, 2),
+        "samples": f.samples,
+        "seconds": round(f.seconds, 2),
         "train_sources": list(t.train_sources),
         "test_sources": list(t.test_sources),
         "init": t.init,
-        "init_path": init_path,
+        "init_path": f.init_path,
         "label_frac": t.label_frac,
-        "sizes": {k: len(v) for k, v in rows.items()},
-        "device": str(device),
-        "model": asdict(cfg.model),
+        "sizes": {k: len(v) for k, v in f.rows.items()},
+        "device": str(f.device),
+        "model": asdict(f.cfg.model),
         "checkpoint": str(run.path("detector.pt")),
     }
     if t.audit:
         from dfflab.centralized.audit import run_audit
 
-        summary["audit"] = run_audit(store, rows["train"], rows["test"], t.seed)
+        summary["audit"] = run_audit(f.store, f.rows["train"], f.rows["test"], t.seed)
         summary["audit"]["detector_auroc"] = overall["auroc"]
-    _plots(run, pred, overall, store.source_names, best["threshold"])
+    _plots(run, pred, overall, f.store.source_names, best["threshold"])
     run.write_summary(summary)
     if progress:
         print(
             metrics_table(
                 overall,
                 per_source,
-                f"test ({len(rows['test'])} images) at val threshold "
+                f"test ({len(f.rows['test'])} images) at val threshold "
                 f"{best['threshold']:.3f}, best epoch {best['epoch']}",
             )
         )
         if "audit" in summary:
             print(summary["audit"]["message"])
         print(f"run folder: {run.dir}")
-    return run
 
 
 def _plots(
