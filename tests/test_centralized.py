@@ -223,15 +223,13 @@ def test_distortions_change_pixels_as_stated():
 
 
 def test_robustness_on_a_checkpoint(trained, store):
-    run, _ = trained
-    rows = store.select("test", FAKES)
+    run, cfg = trained
     res = evaluate_robustness(
-        run.path("detector.pt"),
-        store,
-        rows,
-        torch.device("cpu"),
-        ["jpeg", "blur"],
-        progress=False,
+        run.path("detector.pt"), store, cfg, names=["jpeg", "blur"], progress=False
+    )
+    assert (
+        res["n_test"] == len(store.select("test", FAKES))
+        and res["test_sources"] == FAKES
     )
     assert [d["label"] for d in res["distortions"]] == [
         "jpeg quality=75",

@@ -122,3 +122,24 @@ def test_detect_exit_codes(tmp_path, ckpt):
         == 1
     )
     assert main(["detect", str(bad), "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+
+
+def test_temperature_calibrates_p_but_keeps_decisions(folder, tmp_path):
+    from dfflab.centralized.detect import calibrated_threshold
+
+    torch.manual_seed(1)
+    cfg = load_config("tiny")
+    det = build_detector(cfg.model)
+    d, _, _ = folder
+    raw = save_detector(tmp_path / "raw.pt", det, cfg.model, 32, threshold=0.45)
+    hot = save_detector(
+        tmp_path / "hot.pt", det, cfg.model, 32, threshold=0.45, temperature=3.0
+    )
+    a, _ = detect([str(d)], raw, "cpu", progress=False)
+    b, info = detect([str(d)], hot, "cpu", progress=False)
+    assert info["threshold"] == pytest.approx(calibrated_threshold(0.45, 3.0))
+    for x, y in zip(a, b, strict=True):
+        assert x.decision == y.decision
+        if x.p_fake is not None:  # sigmoid(z / 3) is pulled towards 1/2
+            assert abs(y.p_fake - 0.5) <= abs(x.p_fake - 0.5) + 1e-6
+    assert calibrated_threshold(0.5, 7.0) == pytest.approx(0.5)

@@ -211,7 +211,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
     from dfflab.config import config_from_dict
     from dfflab.data import ensure_store
-    from dfflab.device import resolve_device, set_threads
+    from dfflab.device import set_threads
     from dfflab.runs import Run
 
     if args.run:
@@ -226,11 +226,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         out = Path(args.out or ckpt.parent)
     set_threads(cfg.train.threads)
     store = ensure_store(cfg)
-    rows = store.select("test", cfg.train.test_sources)
     names = args.distortions.split(",") if args.distortions else None
-    result = evaluate_robustness(
-        ckpt, store, rows, resolve_device(cfg.train.device), names
-    )
+    result = evaluate_robustness(ckpt, store, cfg, names=names)
     path = write_robustness(result, out)
     print(robustness_table(result))
     print(f"written: {path} and {path.with_suffix('.png')}")

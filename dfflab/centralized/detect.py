@@ -6,7 +6,9 @@ Each file is decoded, centre-cropped and resized exactly as ``dfflab data prepar
 for training (:func:`~dfflab.data.reader.decode` + :func:`~dfflab.data.reader.crop_resize`),
 so the detector sees what it was trained on. Folders are searched recursively for
 images. Output: a CSV (path, p_fake, decision at the checkpoint's val-chosen threshold,
-error) and a table on the terminal. Unreadable files get an ``error`` row and a line
+error) and a table on the terminal. When ``dfflab uq`` stored a temperature in the
+checkpoint, p_fake is calibrated and the threshold is mapped onto the same scale, so the
+decisions are still the ones chosen on validation. Unreadable files get an ``error`` row and a line
 on stderr; they never stop the others.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +78,8 @@ def detect(
     dev = resolve_device(device)
     model, ckpt = load_detector(checkpoint)
     model = prepare_model(model, dev)
-    size, thr = int(ckpt["image_size"]), float(ckpt.get("threshold", 0.5))
-    temp = float(ckpt.get("temperature", 1.0))
+    size, temp = int(ckpt["image_size"]), float(ckpt.get("temperature", 1.0))
+    thr = calibrated_threshold(float(ckpt.get("threshold", 0.5)), temp)
     files, out = expand_paths(paths)
     good: list[tuple[Detection, np.ndarray]] = []
     for f in tqdm(files, desc="decode", unit="img", disable=not progress, leave=False):
@@ -106,6 +109,16 @@ def detect(
         "image_size": size,
         "temperature": temp,
     }
+
+
+def calibrated_threshold(threshold: float, temperature: float) -> float:
+    """The val-chosen threshold (on p = sigmoid(z)) on the reported scale sigmoid(z / T).
+
+    Temperature scaling (``dfflab uq``) is monotone, so decisions stay those chosen on
+    validation; only the reported p(fake) is calibrated.
+    """
+    t = min(max(threshold, 1e-7), 1 - 1e-7)
+    return 1 / (1 + math.exp(-math.log(t / (1 - t)) / temperature))
 
 
 def to_csv(dets: list[Detection]) -> str:

@@ -132,21 +132,33 @@ def _entry(overall: dict, per: dict) -> dict:
 def evaluate_robustness(
     ckpt: str | Path,
     store,
-    rows,
-    device,
+    cfg,
+    *,
+    rows=None,
     names: list[str] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Clean and distorted test metrics of a detector checkpoint (see the module docstring)."""
+    """Clean and distorted test metrics of a detector checkpoint (see the module docstring).
+
+    Args:
+        cfg: the config: ``train.test-sources`` picks the test rows, ``train.device`` the device.
+        rows: store rows to score instead (default: the test split of the test sources).
+        names: distortions to run (default: all of :data:`DISTORTIONS`).
+    """
     from tqdm import tqdm
 
     from dfflab.centralized.train import evaluate_checkpoint
+    from dfflab.device import resolve_device
     from dfflab.runs import load_checkpoint
 
+    device = resolve_device(cfg.train.device)
+    if rows is None:
+        rows = store.select("test", cfg.train.test_sources)
     threshold = float(load_checkpoint(ckpt).get("threshold", 0.5))
     clean, clean_per, _ = evaluate_checkpoint(ckpt, store, rows, device)
     out = {
         "checkpoint": str(ckpt),
+        "test_sources": sorted(set(store.sources[rows]) - {"wiki", "real"}),
         "image_size": store.image_size,
         "n_test": len(rows),
         "threshold": threshold,
