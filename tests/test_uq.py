@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -305,3 +306,26 @@ def test_uq_ensemble_trains_seeded_members_and_evaluates(tmp_path, synth_root, s
     uq = evaluate_run(run.dir, cfg, ["plain", "ensemble"], store=store, progress=False)
     assert len(uq["members"]) == 2 and "ensemble" in uq["methods"]
     assert run.path("uq.json").is_file()
+
+
+def test_detect_adds_uncertainty_and_abstains(tmp_path, synth_root, store):
+    from dfflab.cli import main
+
+    ckpt = _detector(tmp_path, store, "det", epochs=1)
+    folder, out = str(synth_root / "text2img"), tmp_path / "d.csv"
+
+    def rows(*extra):
+        assert main(["detect", folder, "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(out), *extra]) == 0
+        with open(out, newline="") as f:
+            return list(csv.DictReader(f))
+
+    plain = rows()
+    assert all(r["uncertainty"] == "" and r["decision"] in ("fake", "real") for r in plain)
+    scored = rows("--uq", "temperature")
+    u = np.array([float(r["uncertainty"]) for r in scored])
+    assert ((0 <= u) & (u <= 1)).all() and [r["decision"] for r in scored] == [r["decision"] for r in plain]
+    cut = float(np.median(u))
+    for r, ui in zip(rows("--abstain", "--abstain-entropy", str(cut)), u, strict=True):
+        assert (r["decision"] == "uncertain") == (ui > cut)
+    mc = rows("--uq", "mc-dropout")
+    assert all(r["uncertainty"] != "" for r in mc)

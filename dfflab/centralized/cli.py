@@ -150,6 +150,24 @@ def register(sub) -> None:
         default=64,
         help="images per forward pass (default: %(default)s)",
     )
+    p.add_argument(
+        "--uq",
+        choices=["temperature", "mc-dropout"],
+        help="add an uncertainty column: predictive entropy (bits) of the temperature-scaled "
+        "p(fake) or of MC-dropout passes (fit them with `dfflab uq evaluate RUN`)",
+    )
+    p.add_argument(
+        "--abstain",
+        action="store_true",
+        help="mark images above the abstain threshold 'uncertain' instead of forcing a label "
+        "(the threshold `dfflab uq evaluate` fitted on val for uq.coverage; default method temperature)",
+    )
+    p.add_argument(
+        "--abstain-entropy",
+        type=float,
+        metavar="BITS",
+        help="abstain above this predictive entropy (0..1 bits) instead of the fitted threshold",
+    )
     p.set_defaults(func=cmd_detect)
 
 
@@ -275,7 +293,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from dfflab.runs import atomic_write_text
 
     try:
-        dets, info = detect(args.paths, args.checkpoint, args.device, args.batch_size)
+        dets, info = detect(
+            args.paths,
+            args.checkpoint,
+            args.device,
+            args.batch_size,
+            uq=args.uq,
+            abstain=args.abstain,
+            abstain_entropy=args.abstain_entropy,
+        )
     except (
         FileNotFoundError,
         ValueError,

@@ -10,6 +10,11 @@ error) and a table on the terminal. When ``dfflab uq`` stored a temperature in t
 checkpoint, p_fake is calibrated and the threshold is mapped onto the same scale, so the
 decisions are still the ones chosen on validation. Unreadable files get an ``error`` row and a line
 on stderr; they never stop the others.
+
+``--uq temperature|mc-dropout`` adds an ``uncertainty`` column (predictive entropy in
+bits, :mod:`dfflab.uq.detect`); ``--abstain`` marks images above the abstain threshold
+``uncertain`` instead of forcing a label (the threshold `dfflab uq evaluate` fitted on
+validation, or ``--abstain-entropy``).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from dfflab.data.layout import IMAGE_SUFFIXES
 class Detection:
     path: str
     p_fake: float | None = None
-    decision: str = "error"  # "fake", "real" or "error"
+    decision: str = "error"  # "fake", "real", "uncertain" (with --abstain) or "error"
     error: str = ""
+    uncertainty: float | None = (
+        None  # predictive entropy in bits, with --uq / --abstain
+    )
 
 
 def expand_paths(paths: list[str]) -> tuple[list[Path], list[Detection]]:
@@ -67,8 +75,17 @@ def detect(
     device: str = "auto",
     batch_size: int = 64,
     progress: bool = True,
+    uq: str | None = None,
+    abstain: bool = False,
+    abstain_entropy: float | None = None,
 ) -> tuple[list[Detection], dict]:
-    """Score every image under ``paths``; returns (detections in input order, checkpoint info)."""
+    """Score every image under ``paths``; returns (detections in input order, checkpoint info).
+
+    Args:
+        uq: ``temperature`` or ``mc-dropout``: also report each image's uncertainty.
+        abstain: decide ``uncertain`` above the abstain threshold (implies ``uq``
+            temperature unless given); ``abstain_entropy`` overrides the fitted one.
+    """
     from tqdm import tqdm
 
     from dfflab.data.reader import BadImage
@@ -80,6 +97,20 @@ def detect(
     model = prepare_model(model, dev)
     size, temp = int(ckpt["image_size"]), float(ckpt.get("temperature", 1.0))
     thr = calibrated_threshold(float(ckpt.get("threshold", 0.5)), temp)
+    uq = uq or ("temperature" if abstain else None)
+    if uq:
+        from dfflab.uq.detect import (
+            abstain_threshold,
+            decision_threshold,
+            detect_uncertainty,
+        )
+
+        thr = decision_threshold(ckpt, uq)
+        cut = (
+            abstain_entropy
+            if abstain_entropy is not None
+            else abstain_threshold(ckpt, uq)
+        )
     files, out = expand_paths(paths)
     good: list[tuple[Detection, np.ndarray]] = []
     for f in tqdm(files, desc="decode", unit="img", disable=not progress, leave=False):
@@ -97,10 +128,19 @@ def detect(
             x = to_device_images(
                 torch.from_numpy(np.stack([px for _, px in chunk])), dev
             )  # (B, 3, S, S)
-            with autocast(dev):
-                p = torch.sigmoid(model(x).float() / temp).cpu()
-            for (d, _), pf in zip(chunk, p.tolist(), strict=True):
+            if uq:
+                p, u = (
+                    t.cpu().tolist() for t in detect_uncertainty(model, ckpt, x, uq)
+                )
+            else:
+                with autocast(dev):
+                    p = torch.sigmoid(model(x).float() / temp).cpu().tolist()
+                u = [None] * len(p)
+            for (d, _), pf, uf in zip(chunk, p, u, strict=True):
                 d.p_fake, d.decision = pf, "fake" if pf >= thr else "real"
+                d.uncertainty = uf
+                if abstain and uf > cut:
+                    d.decision = "uncertain"
     order = {str(f): k for k, f in enumerate(files)}
     dets = sorted([d for d, _ in good] + out, key=lambda d: order.get(d.path, -1))
     return dets, {
@@ -108,6 +148,8 @@ def detect(
         "threshold": thr,
         "image_size": size,
         "temperature": temp,
+        "uq": uq,
+        "abstain_entropy": cut if abstain else None,
     }
 
 
@@ -124,10 +166,16 @@ def calibrated_threshold(threshold: float, temperature: float) -> float:
 def to_csv(dets: list[Detection]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "p_fake", "decision", "error"])
+    w.writerow(["path", "p_fake", "decision", "error", "uncertainty"])
     for d in dets:
         w.writerow(
-            [d.path, "" if d.p_fake is None else f"{d.p_fake:.6f}", d.decision, d.error]
+            [
+                d.path,
+                "" if d.p_fake is None else f"{d.p_fake:.6f}",
+                d.decision,
+                d.error,
+                "" if d.uncertainty is None else f"{d.uncertainty:.6f}",
+            ]
         )
     return buf.getvalue()
 
@@ -145,10 +193,12 @@ def table(dets: list[Detection], threshold: float, limit: int = 50) -> str:
     if len(ok) > limit:
         lines.append(f"... {len(ok) - limit} more in the CSV")
     n_fake = sum(d.decision == "fake" for d in ok)
+    n_unsure = sum(d.decision == "uncertain" for d in ok)
     n_bad = len(dets) - len(ok)
     lines.append(
-        f"{len(ok)} scored: {n_fake} fake, {len(ok) - n_fake} real at threshold p(fake) >= "
+        f"{len(ok)} scored: {n_fake} fake, {len(ok) - n_fake - n_unsure} real at threshold p(fake) >= "
         f"{threshold:.3f}; {n_bad} unreadable"
+        + (f"; {n_unsure} uncertain (abstained)" if n_unsure else "")
     )
     return "\n".join(lines)
 

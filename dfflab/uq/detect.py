@@ -14,8 +14,6 @@ checkpoint has temperature 1 (p(fake) as trained) and the default abstain entrop
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -74,11 +72,12 @@ def decision_threshold(ckpt: dict, method: str = "temperature") -> float:
     temperature scaling maps it monotonically (the decisions stay the same). For
     mc-dropout, the threshold `uq evaluate` chose on validation, if fitted.
     """
+    from dfflab.centralized.detect import calibrated_threshold
+
     thr = float(ckpt.get("threshold", 0.5))
     if method == "mc-dropout":
         return float(ckpt.get("uq", {}).get("thresholds", {}).get("mc-dropout", thr))
-    thr = min(max(thr, 1e-7), 1 - 1e-7)
-    return 1 / (1 + math.exp(-math.log(thr / (1 - thr)) / float(ckpt.get("temperature", 1.0))))
+    return calibrated_threshold(thr, float(ckpt.get("temperature", 1.0)))
 
 
 def abstain_threshold(ckpt: dict, method: str = "temperature", ucfg=None, score: str = "entropy") -> float:
