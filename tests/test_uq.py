@@ -249,8 +249,10 @@ def test_uq_evaluate_cli_on_a_leave_one_out_run(tmp_path, synth_root, store):
     assert ts["balanced_accuracy"] == plain["balanced_accuracy"]
     assert ts["selective"]["entropy"]["aurc"] == pytest.approx(plain["selective"]["entropy"]["aurc"], abs=1e-12)
     assert "mutual_info" in uq["methods"]["mc-dropout"]["test"]["selective"]
-    sep = uq["unseen"]["text2img"]["ensemble"]["separation_auroc"]
+    sep = uq["unseen_details"]["text2img"]["ensemble"]["separation_auroc"]
     assert set(sep) == {"entropy", "mutual_info"} and all(0 <= v <= 1 for v in sep.values())
+    assert uq["unseen"]["text2img"]["ensemble/mutual_info"] == sep["mutual_info"]
+    assert uq["methods"]["plain"]["aurc"] == plain["selective"]["entropy"]["aurc"]
     for png in ("reliability.png", "risk_coverage.png", "unseen.png"):
         assert run.path(png).stat().st_size > 1000
     # the fitted temperature and abstain thresholds are in detector.pt, where detect reads them

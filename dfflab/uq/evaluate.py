@@ -123,13 +123,14 @@ def method_report(res: MethodResult, ucfg) -> dict:
     selective = {}
     for score, u in test.scores().items():
         selective[score] = {**selective_scores(u, correct, ucfg.coverage), "curve": curve_points(u, correct)}
-    scores = test.scores()
+    calib = calibration_scores(test.probs, test.labels, ucfg.ece_bins)
     return {
+        # headline test numbers first (AURC abstaining on predictive entropy), details below
+        **calib, "auroc": det["auroc"], "aurc": selective["entropy"]["aurc"],
         "info": res.info, "threshold": thr, "abstain_threshold": abstain,
         "val": calibration_scores(val.probs, val.labels, ucfg.ece_bins),
-        "test": {**calibration_scores(test.probs, test.labels, ucfg.ece_bins),
-                 **{k: det[k] for k in ("auroc", "accuracy", "balanced_accuracy", "n")},
-                 **{f"mean_{k}": float(v.mean()) for k, v in scores.items()},
+        "test": {**calib, **{k: det[k] for k in ("auroc", "accuracy", "balanced_accuracy", "n")},
+                 **{f"mean_{k}": float(v.mean()) for k, v in test.scores().items()},
                  "selective": selective,
                  "reliability": reliability_bins(test.probs, test.labels, ucfg.ece_bins)},
     }
@@ -201,7 +202,9 @@ def evaluate_run(run_dir: Path | str, cfg=None, methods: list[str] | None = None
           "settings": {k: getattr(cfg.uq, k) for k in ("mc_samples", "ece_bins", "coverage")},
           "train_sources": list(cfg.train.train_sources), "test_sources": list(cfg.train.test_sources),
           "sizes": {k: len(v) for k, v in rows.items()}, "methods": report, "skipped": skipped,
-          "unseen": unseen}
+          "unseen": {h: {f"{m}/{score}": v for m, u in per.items() for score, v in u["separation_auroc"].items()}
+                     for h, per in unseen.items()},
+          "unseen_details": unseen}
     uq["table"] = markdown_table(uq)
     write_json(run.path("uq.json"), uq)
     plots.plot_reliability(report, run.path("reliability.png"))
@@ -252,7 +255,7 @@ def markdown_table(uq: dict) -> str:
         lines.append(f"| {name} | {t['ece']:.4f} | {t['nll']:.4f} | {t['brier']:.4f} | {t['auroc']:.4f} | "
                      f"{t['balanced_accuracy']:.4f} | {sel['entropy']['aurc']:.4f} | {mi} | "
                      f"{sel['entropy']['acc_at_coverage']:.4f} |")
-    for h, per in uq.get("unseen", {}).items():
+    for h, per in uq.get("unseen_details", {}).items():
         lines += ["", f"held-out generator {h}: AUROC of each score separating its fakes from seen fakes; "
                   f"accuracy at {uq['settings']['coverage']:.0%} coverage on reals + {h} fakes", "",
                   "| method | sep. AUROC entropy | sep. AUROC MI | acc held out | acc @ cov held out | "
@@ -280,7 +283,7 @@ def evaluate_crossgen(run: Run, cfg, methods, *, store=None, progress=True, writ
             child_cfg.uq = cfg.uq
         uq = evaluate_run(child_dir, child_cfg, methods, store=store, progress=progress,
                           write_checkpoint=write_checkpoint)
-        per[child] = {"unseen": uq["unseen"], "calibration": {
+        per[child] = {"unseen": uq["unseen"], "unseen_details": uq["unseen_details"], "calibration": {
             m: {k: r["test"][k] for k in CALIB_KEYS} for m, r in uq["methods"].items()}}
         tables.append(uq["table"])
     out = {"run": run.name, "stage": "crossgen", "children": per, "table": "\n\n".join(tables)}
