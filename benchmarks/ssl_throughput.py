@@ -71,7 +71,7 @@ def main() -> None:
     method = prepare_model(build_method(method_name, build_backbone(cfg.model.backbone, cfg.model.width), s),
                            device)
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=s.lr)
-    view, gen = make_view(views), torch.Generator().manual_seed(0)
+    view, gen = make_view(views), torch.Generator(device=device).manual_seed(0)
     total = args.warmup * 2 + args.steps * 2
     print(f"{method_name}, views {views}, {cfg.model.backbone}(width {cfg.model.width}) at "
           f"{store.image_size}px, batch {bs}, device {device}, {torch.get_num_threads()} CPU threads")

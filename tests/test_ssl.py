@@ -23,6 +23,7 @@ from dfflab.ssl.views import (
     colour_jitter,
     gaussian_blur,
     make_view,
+    random_crop,
     resized_crop,
 )
 
@@ -118,15 +119,21 @@ def test_views_are_batched_random_per_image_and_reproducible(name):
     view = make_view(name)
     a = view(x, torch.Generator().manual_seed(0))
     b = view(x, torch.Generator().manual_seed(0))
-    assert a.shape == x.shape and torch.equal(a, b)
+    side = 16 if name == "patch" else 32  # patch views are half-side windows
+    assert a.shape == (8, 3, side, side) and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1
     assert len({tuple(v.flatten()[:64].tolist()) for v in a}) > 1  # copies got different draws
 
 
-def test_shift_view_only_moves_pixels():
+def test_shift_view_and_crop_only_move_pixels():
     x = torch.rand(8, 3, 32, 32)
     y = make_view("shift")(x, torch.Generator().manual_seed(0))
     assert torch.isin(y, x).all()  # no value was resampled, blurred or recoloured
+    c = random_crop(x, 12, torch.Generator().manual_seed(0))
+    for i in range(8):  # each crop is a window of its own image
+        hits = [(dy, dx) for dy in range(21) for dx in range(21)
+                if torch.equal(c[i], x[i, :, dy:dy + 12, dx:dx + 12])]
+        assert len(hits) == 1
 
 
 def test_view_parts_reduce_to_identity_at_zero_strength():

@@ -20,19 +20,27 @@ def one_thread():
 def test_label_efficiency_cli_tabulates_and_plots_ssl_vs_scratch(tmp_path, store, synth_root):
     from dfflab.cli import main
     from dfflab.config import load_config
+    from dfflab.ssl.label_efficiency import _ssl_inits
     from dfflab.ssl.pretrain import pretrain
 
-    common = ["--preset", "tiny", "--set", f"results={tmp_path}", "--set", f"data.root={synth_root}",
-              "--set", f"data.store={store.path}", "--set", "train.threads=1", "--set", "train.epochs=1"]
-    cfg = load_config("tiny", [f"results={tmp_path}", f"data.store={store.path}", "train.threads=1",
-                               "ssl.epochs=1"])
-    ssl_run = pretrain(cfg, store=store, progress=False)
-    assert main(["ssl", "label-efficiency", "--ssl-runs", str(ssl_run.dir),
-                 "--set", "ssl.label-fractions=0.5,1", *common]) == 0
+    sets = [f"results={tmp_path}", f"data.root={synth_root}", f"data.store={store.path}",
+            "train.threads=1", "train.epochs=1", "ssl.epochs=1", "ssl.label-fractions=0.5,1"]
+    cfg = load_config("tiny", sets)
+    simclr = pretrain(cfg, store=store, progress=False)
+    assert _ssl_inits(cfg, [str(simclr.dir)], None, store, False) == {"simclr": str(simclr.dir)}
 
+    # no --ssl-runs: the simclr run above is found (same data/model/ssl settings), byol is
+    # pretrained first as part of the experiment
+    assert main(["ssl", "label-efficiency", "--preset", "tiny",
+                 *[a for s in sets for a in ("--set", s)]]) == 0
     (sweep,) = list_runs(tmp_path, "label-efficiency")
+    inits = sweep.record["inits"]
+    assert inits["simclr"] == str(simclr.dir) and inits["scratch"] == "scratch"
+    byol = [r for r in list_runs(tmp_path, "ssl") if r.summary().get("method") == "byol"]
+    assert len(byol) == 1 and inits["byol"] == str(byol[0].dir) and byol[0].record["parent"] == sweep.name
+
     cells = json.loads(sweep.path("label_efficiency.json").read_text())
-    assert {(c["init"], c["fraction"]) for c in cells} == {(i, f) for i in ("scratch", "simclr")
+    assert {(c["init"], c["fraction"]) for c in cells} == {(i, f) for i in ("scratch", "simclr", "byol")
                                                            for f in (0.5, 1.0)}
     children = {r.name: r for r in list_runs(tmp_path, "centralized")}
     for c in cells:
@@ -40,13 +48,12 @@ def test_label_efficiency_cli_tabulates_and_plots_ssl_vs_scratch(tmp_path, store
         child = children[child_name]
         assert child.record["parent"] == sweep.name
         assert child.config["train"]["label_frac"] == c["fraction"]
-        expected_init = "scratch" if c["init"] == "scratch" else str(ssl_run.dir)
-        assert child.config["train"]["init"] == expected_init
+        assert child.config["train"]["init"] == inits[c["init"]]
         assert c["test_auroc"] == pytest.approx(child.summary()["test"]["auroc"])
     # fewer labels, fewer training images
     sizes = {c["fraction"]: children[c["runs"][0]].summary()["sizes"]["train"] for c in cells}
     assert sizes[0.5] < sizes[1.0]
     table = sweep.path("label_efficiency.md").read_text()
-    assert "| scratch |" in table and "| simclr |" in table and "50% labels" in table
+    assert all(f"| {i} |" in table for i in inits) and "50% labels" in table
     assert sweep.path("label_efficiency.png").stat().st_size > 1000
     assert sweep.finished

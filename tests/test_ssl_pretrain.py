@@ -5,7 +5,7 @@ import torch
 
 from dfflab.config import load_config
 from dfflab.models import build_detector, init_backbone
-from dfflab.runs import list_runs
+from dfflab.runs import Run, list_runs
 
 
 @pytest.fixture(autouse=True)
@@ -97,4 +97,10 @@ def test_cli_pretrain_and_compare_views(tmp_path, store, synth_root, capsys):
     assert "Result: simclr: best views" in sweep.record["note"]
     children = [r for r in list_runs(tmp_path, "ssl") if r.record["parent"] == sweep.name]
     assert sorted(r.summary()["views"] for r in children) == ["imagenet", "shift"]
+    # a wider experiment reuses the finished cells and trains only the new one
+    assert main(["ssl", "compare-views", "--views", "shift,patch", "--methods", "simclr", *common]) == 0
+    sweep2 = list_runs(tmp_path, "ssl-views")[-1]
+    rows = {r["views"]: r["run"] for r in sweep2.metrics()}
+    assert rows["shift"] == next(r.name for r in children if r.summary()["views"] == "shift")
+    assert Run.open(tmp_path / "runs" / rows["patch"]).record["parent"] == sweep2.name
     assert main(["ssl", "pretrain", "--views", "nope", *common]) == 2  # config error, named

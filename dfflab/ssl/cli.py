@@ -19,7 +19,7 @@ def register(sub) -> None:
     add_config_args(p)
     p.add_argument("--method", choices=("simclr", "byol"), help="SSL method (default: ssl.method)")
     p.add_argument("--reals-only", action="store_true", help="pretrain on real images only")
-    p.add_argument("--views", help="view recipe: shift, jitter, crop, imagenet (default: ssl.views)")
+    p.add_argument("--views", help="view recipe: shift, jitter, patch, crop, imagenet (default: ssl.views)")
     _run_args(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -27,7 +27,7 @@ def register(sub) -> None:
                         description="Pretrain with each view recipe (same method, seed, epochs) and "
                         "tabulate kNN and linear-probe accuracy: the evidence for ssl.views' default.")
     add_config_args(p)
-    p.add_argument("--views", default="shift,jitter,crop,imagenet", help="comma-separated recipes (default: %(default)s)")
+    p.add_argument("--views", default="shift,jitter,patch,crop,imagenet", help="comma-separated recipes (default: %(default)s)")
     p.add_argument("--methods", default="simclr,byol", help="comma-separated methods (default: %(default)s)")
     _run_args(p, name=False)
     p.set_defaults(func=cmd_compare_views)
@@ -35,8 +35,8 @@ def register(sub) -> None:
     p = ssub.add_parser("label-efficiency", help="fine-tune with 1/10/100%% of labels from SSL and scratch",
                         description="For each label fraction (ssl.label-fractions) and each init (scratch, "
                         "every --ssl-runs run), train the centralized detector and tabulate/plot its test "
-                        "AUROC. Without --ssl-runs, the newest finished simclr and byol runs are used and "
-                        "missing ones are pretrained first.")
+                        "AUROC. Without --ssl-runs, the newest finished simclr and byol runs with this "
+                        "preset's data/model/ssl settings are used; missing ones are pretrained first.")
     add_config_args(p)
     p.add_argument("--ssl-runs", nargs="+", metavar="RUN", help="SSL run folders (or backbone .pt files)")
     p.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per cell (default: %(default)s)")

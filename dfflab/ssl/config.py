@@ -25,7 +25,7 @@ class SSLConfig:
     warmup_epochs: float = _f(1.0, "Linear warmup length in epochs.")
     views: str = _f("shift", "View recipe (dfflab/ssl/views.py): shift (flip + integer translation; "
                     "the default, chosen by the views experiment because it keeps pixel artifacts), "
-                    "jitter (+ colour jitter, greyscale), crop (+ mild resized crop), imagenet (SimCLR's colour jitter, grey, blur, heavy crop).")
+                    "jitter (+ colour jitter, greyscale), patch (two half-size windows + jitter), crop (+ mild resized crop), imagenet (SimCLR's colour jitter, grey, blur, heavy crop).")
     reals_only: bool = _f(False, "Pretrain on the training split's reals only (no fake ever seen).")
     temperature: float = _f(0.5, "SimCLR NT-Xent temperature (0.5: SimCLR appendix B.9, CIFAR-10 scale).")
     proj_hidden: int = _f(512, "Hidden width of the projection/prediction MLPs (papers: 2048/4096; "

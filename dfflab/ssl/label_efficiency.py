@@ -8,8 +8,9 @@ each share of the training labels in ``ssl.label-fractions`` from each init (scr
 and every SSL run), and writes, into a run folder of stage ``label-efficiency``:
 ``label_efficiency.md`` / ``.json`` (test AUROC and accuracy per init and fraction)
 and ``label_efficiency.png`` (test AUROC against the label fraction, one line per init).
-Without ``--ssl-runs`` the newest finished simclr and byol runs that fit the model are
-used, and missing ones are pretrained first, so the whole experiment is one command.
+Without ``--ssl-runs`` the newest finished simclr and byol runs made with the same
+``[data]``, ``[model]`` and ``[ssl]`` settings are used, and missing ones are pretrained
+first, so the whole experiment is one command.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dfflab.runs import Run, atomic_write_text, list_runs, write_json
-from dfflab.ssl.sweep import derive, markdown_table, open_sweep
+from dfflab.ssl.sweep import derive, find_finished, markdown_table, open_sweep
 
 
 def label_efficiency(cfg, ssl_runs: list[str] | None = None, *, seeds: int = 1, note: str = "",
@@ -56,9 +57,9 @@ def label_efficiency(cfg, ssl_runs: list[str] | None = None, *, seeds: int = 1, 
                     continue
                 child_cfg = derive(cfg, {"train.label-frac": frac, "train.init": init,
                                          "train.seed": cfg.train.seed + seed})
-                child = train_fn(child_cfg, name=f"le-{cell}", parent=sweep.name, store=store,
-                                 progress=progress, resume=resume,
-                                 note=f"label efficiency cell: {frac:.0%} of labels, init {init_name}")
+                child = find_finished(cfg.results, "centralized", f"le-{cell}", child_cfg) or train_fn(
+                    child_cfg, name=f"le-{cell}", parent=sweep.name, store=store, progress=progress,
+                    resume=resume, note=f"label efficiency cell: {frac:.0%} of labels, init {init_name}")
                 test = child.summary()["test"]
                 done[cell] = {"cell": cell, "init": init_name, "fraction": frac, "seed": seed,
                               "test_auroc": test["auroc"], "test_accuracy": test["accuracy"],
@@ -91,7 +92,7 @@ def _ssl_inits(cfg, ssl_runs, sweep, store, progress) -> dict[str, str]:
 
     out = {}
     for method in ("simclr", "byol"):
-        run = _newest_fitting(cfg, method)
+        run = _newest_fitting(cfg, method, store.fingerprint)
         if run is None:
             run = pretrain(derive(cfg, {"ssl.method": method}), parent=sweep.name, store=store,
                            progress=progress, note="pretrained for the label-efficiency experiment")
@@ -99,13 +100,17 @@ def _ssl_inits(cfg, ssl_runs, sweep, store, progress) -> dict[str, str]:
     return out
 
 
-def _newest_fitting(cfg, method: str) -> Run | None:
-    """The newest finished SSL run of ``method`` (all images) whose backbone fits ``cfg.model``."""
+def _newest_fitting(cfg, method: str, fingerprint: str) -> Run | None:
+    """The newest finished SSL run with ``cfg``'s data, model and ssl settings (``method``'s).
+
+    ``[train]`` may differ (threads, device): it doesn't change what pretraining learns.
+    """
+    want = derive(cfg, {"ssl.method": method}).to_dict()
     for run in reversed(list_runs(cfg.results, "ssl")):
         c = run.config
-        if (run.finished and c["ssl"]["method"] == method and not c["ssl"]["reals_only"]
-                and c["model"]["backbone"] == cfg.model.backbone and c["model"]["width"] == cfg.model.width
-                and c["data"]["image_size"] == cfg.data.image_size and run.path("backbone.pt").is_file()):
+        if (run.finished and run.record.get("dataset_fingerprint") == fingerprint
+                and all(c[k] == want[k] for k in ("data", "model", "ssl"))
+                and run.path("backbone.pt").is_file()):
             return run
     return None
 

@@ -102,7 +102,9 @@ def _setup(cfg, store, progress: bool) -> _Setup:
     s = cfg.ssl
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    gen = seed_everything(cfg.train.seed)
+    seed_everything(cfg.train.seed)
+    # the views draw on the training device: no host-to-device copy (and stream sync) per batch
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     view = make_view(s.views)
     method = prepare_model(build_method(s.method, build_backbone(cfg.model.backbone, cfg.model.width), s),
                            device)

@@ -3,7 +3,9 @@
 A sweep is a parent run folder whose ``metrics.csv`` has one row per finished cell
 (``cell`` names it, ``run`` is the child run folder). Rerunning the same command after
 a crash reopens the unfinished sweep with the same config and skips finished cells;
-each child resumes on its own from its ``last.pt``.
+each child resumes on its own from its ``last.pt``. A cell whose run already exists,
+finished, with the same name and config (from an earlier sweep, say one with fewer
+cells) is reused rather than trained again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ def open_sweep(cfg: Config, stage: str, name: str, spec: dict[str, Any], *, fing
     run = Run.create(cfg.results, stage, name, cfg.to_dict(), parent=parent, note=note,
                      fingerprint=fingerprint, extra={"spec": spec})
     return run, {}
+
+
+def find_finished(results, stage: str, name: str, cfg: Config) -> Run | None:
+    """The newest finished run of ``stage``/``name`` whose config is ``cfg``."""
+    want = cfg.to_dict()
+    for run in reversed(list_runs(results, stage)):
+        if run.record.get("name") == name and run.finished and run.config == want:
+            return run
+    return None
 
 
 def derive(cfg: Config, overrides: dict[str, Any]) -> Config:

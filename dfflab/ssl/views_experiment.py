@@ -1,6 +1,6 @@
 """The views experiment: which SSL views keep the artifacts a deepfake detector needs?
 
-    dfflab ssl compare-views --preset quick        # shift, jitter, crop, imagenet x simclr, byol
+    dfflab ssl compare-views --preset quick    # shift, jitter, patch, crop, imagenet x simclr, byol
 
 Pretrains once per (method, view recipe) with everything else fixed and tabulates kNN
 (real/fake, 4-way source) and linear-probe accuracy on val. The result is written to
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dfflab.runs import atomic_write_text, write_json
 from dfflab.ssl.pretrain import pretrain
-from dfflab.ssl.sweep import derive, markdown_table, open_sweep
+from dfflab.ssl.sweep import derive, find_finished, markdown_table, open_sweep
 from dfflab.ssl.views import VIEWS
 
 COLUMNS = ("knn_real_fake_bacc_val", "knn_real_fake_auroc_val", "knn_source_acc_val",
@@ -40,9 +40,10 @@ def compare_views(cfg, views: list[str], methods: list[str], *, note: str = "", 
             cell = f"{method}-{view}"
             if cell in done:
                 continue
-            child = pretrain(derive(cfg, {"ssl.method": method, "ssl.views": view}), name=f"views-{cell}",
-                             parent=sweep.name, note=f"views experiment cell: {method} with {view} views",
-                             store=store, progress=progress, resume=resume)
+            child_cfg = derive(cfg, {"ssl.method": method, "ssl.views": view})
+            child = find_finished(cfg.results, "ssl", f"views-{cell}", child_cfg) or pretrain(
+                child_cfg, name=f"views-{cell}", parent=sweep.name, store=store, progress=progress,
+                note=f"views experiment cell: {method} with {view} views", resume=resume)
             s = child.summary()
             row = {"cell": cell, "method": method, "views": view, "run": child.name,
                    **{c: {**s["knn"], **s["linear"]}[c] for c in COLUMNS},
