@@ -44,10 +44,15 @@ def plot_reliability(methods: dict[str, dict], path: Path | str) -> Path:
             cnt[-1] = tot
         shown = [i for i in range(n) if cnt[i]]
         x = [centers[i] for i in shown]
-        ax.bar(x, [frac[i] for i in shown], width=width * 0.95, color="tab:blue", label="share of fakes")
+        ax.bar(x, [frac[i] for i in shown], width=width * 0.95, color="tab:blue", alpha=0.75,
+               label="share of fakes")
         # the ECE's per-bin term: the gap between the share of fakes and the mean p(fake)
         ax.bar(x, [abs(frac[i] - mean[i]) for i in shown], bottom=[min(frac[i], mean[i]) for i in shown],
-               width=width * 0.95, color="tab:red", alpha=0.35, hatch="//", label="gap to mean p(fake)")
+               width=width * 0.95, fill=False, edgecolor="tab:red", hatch="///", lw=0.8,
+               label="gap to mean p(fake)")
+        for i in shown:  # few images make a bin's bar noise; say how many
+            ax.text(centers[i], 0.01, str(cnt[i]), ha="center", va="bottom", fontsize=5, rotation=90,
+                    color="white")
         ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="p(fake)", ylabel="share of fakes",
                title=f"{name}\nECE {m['ece']:.3f}  NLL {m['nll']:.3f}  Brier {m['brier']:.3f}")
