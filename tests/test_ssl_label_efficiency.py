@@ -57,3 +57,12 @@ def test_label_efficiency_cli_tabulates_and_plots_ssl_vs_scratch(tmp_path, store
     assert all(f"| {i} |" in table for i in inits) and "50% labels" in table
     assert sweep.path("label_efficiency.png").stat().st_size > 1000
     assert sweep.finished
+
+
+@pytest.mark.parametrize("fractions", [["0.1", "x"], ["0"], ["1.5"], []])
+def test_bad_label_fractions_fail_naming_the_setting(fractions):
+    from dfflab.config import ConfigError
+    from dfflab.ssl.label_efficiency import _fractions
+
+    with pytest.raises(ConfigError, match="ssl.label-fractions"):
+        _fractions(fractions)

@@ -34,7 +34,7 @@ class SSLConfig:
     momentum: float = _f(0.99, "BYOL target momentum at the start; cosine-scheduled to 1 (BYOL sec. 3.1).")
     knn_k: int = _f(20, "kNN monitor: neighbours.")
     knn_t: float = _f(0.1, "kNN monitor: temperature of the similarity weights (Wu et al. 2018).")
-    knn_bank: int = _f(10000, "kNN monitor: at most this many training images in the feature bank "
-                       "(a fixed random subset; 0 = all).")
+    knn_bank: int = _f(10000, "kNN monitor and linear probe: at most this many training images in the "
+                       "feature bank / probe training set (a fixed random subset; 0 = all).")
     probe_l2: float = _f(1e-4, "Linear probe: L2 penalty of the logistic regression.")
     label_fractions: list = _f(["0.01", "0.1", "1"], "Label-efficiency experiment: shares of training labels.")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfflab.config import ConfigError
 from dfflab.runs import Run, atomic_write_text, list_runs, write_json
 from dfflab.ssl.sweep import derive, find_finished, markdown_table, open_sweep
 
@@ -35,10 +36,7 @@ def label_efficiency(cfg, ssl_runs: list[str] | None = None, *, seeds: int = 1, 
         train_fn: ``train_detector``-compatible function (default: the centralized one).
     """
     train_fn = train_fn or _train_detector()
-    fractions = [float(f) for f in cfg.ssl.label_fractions]
-    bad = [f for f in fractions if not 0 < f <= 1]
-    if bad:
-        raise ValueError(f"ssl.label-fractions must lie in (0, 1], got {bad}")
+    fractions = _fractions(cfg.ssl.label_fractions)
     if store is None:
         from dfflab.data import ensure_store
 
@@ -68,6 +66,16 @@ def label_efficiency(cfg, ssl_runs: list[str] | None = None, *, seeds: int = 1, 
     rows = [done[c] for c in done]
     _write_outputs(sweep, rows, list(inits), fractions)
     return sweep
+
+
+def _fractions(values: list[str]) -> list[float]:
+    try:
+        fractions = [float(f) for f in values]
+    except ValueError:
+        raise ConfigError(f"ssl.label-fractions must be numbers, got {values}") from None
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ConfigError(f"ssl.label-fractions must lie in (0, 1], got {values}")
+    return fractions
 
 
 def _train_detector() -> Callable:

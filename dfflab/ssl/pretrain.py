@@ -144,7 +144,7 @@ def _monitor(st: _Setup, epoch: int, row: dict, c0: float | None = None, linear:
     t0, c0 = time.time(), time.process_time() if c0 is None else c0
     feats = {k: _features(st, k) for k in ("train", "val")}
     n_src = len(st.store.source_names)
-    scores = knn_scores(feats["train"], feats["val"], n_src, st.cfg.ssl.knn_k, st.cfg.ssl.knn_t)
+    scores = knn_scores(feats["train"], feats["val"], n_src, st.cfg.ssl.knn_k, st.cfg.ssl.knn_t, st.device)
     if linear:
         lin = linear_scores(feats["train"], {"val": feats["val"]}, n_src, st.cfg.ssl.probe_l2)
         scores.update({k.removesuffix("_val"): v for k, v in lin.items()})
@@ -184,7 +184,7 @@ def _summary(run: Run, st: _Setup) -> dict:
     knn = {}
     for split in ("val", "test"):
         knn.update({f"{k}_{split}": v for k, v in
-                    knn_scores(feats["train"], feats[split], n_src, s.knn_k, s.knn_t).items()})
+                    knn_scores(feats["train"], feats[split], n_src, s.knn_k, s.knn_t, st.device).items()})
     linear = linear_scores(feats["train"], {k: feats[k] for k in ("val", "test")}, n_src, s.probe_l2)
     rows = run.metrics()
     train_s = sum(r.get("seconds") or 0 for r in rows)

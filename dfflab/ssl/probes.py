@@ -36,26 +36,26 @@ def accuracies(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
 @torch.no_grad()
 def knn_votes(train_feats: torch.Tensor, train_labels: torch.Tensor, feats: torch.Tensor,
               num_classes: int, k: int = 20, t: float = 0.1, balanced: bool = True,
-              chunk: int = 1024) -> torch.Tensor:
+              chunk: int = 1024, device: torch.device | str = "cpu") -> torch.Tensor:
     """Class scores (N, C) of a weighted kNN vote, summing to 1 per row.
 
     The vote is lightly's ``knn_predict`` (Wu et al. 2018: cosine similarity, the k most
     similar training images vote with weight exp(sim / t)), which returns only a class
     ranking; here the scores are kept (for AUROC) and, when ``balanced``, each class's
     votes are divided by its share of the bank — with 1 real : 3 fakes an unweighted
-    vote calls almost everything fake.
+    vote calls almost everything fake. Similarities are computed on ``device``.
     """
-    bank = F.normalize(train_feats.float(), dim=1)  # (N_bank, D)
-    y = train_labels.long()
+    bank = F.normalize(train_feats.float().to(device), dim=1)  # (N_bank, D)
+    y = train_labels.long().to(device)
     k = min(k, len(bank))
     prior = torch.bincount(y, minlength=num_classes).float() / len(y)
     out = []
     for f in feats.split(chunk):
-        sim, idx = (F.normalize(f.float(), dim=1) @ bank.T).topk(k, dim=1)  # (B, k)
-        votes = torch.zeros(len(f), num_classes).scatter_add_(1, y[idx], (sim / t).exp())
+        sim, idx = (F.normalize(f.float().to(device), dim=1) @ bank.T).topk(k, dim=1)  # (B, k)
+        votes = torch.zeros(len(f), num_classes, device=device).scatter_add_(1, y[idx], (sim / t).exp())
         if balanced:
             votes = votes / prior.clamp_min(1e-12)
-        out.append(votes / votes.sum(1, keepdim=True))
+        out.append((votes / votes.sum(1, keepdim=True)).cpu())
     return torch.cat(out)
 
 
@@ -104,7 +104,8 @@ def label_sets(labels: torch.Tensor, source_ids: torch.Tensor, n_sources: int) -
     return {"real_fake": (labels.long(), 2), "source": (source_ids.long(), n_sources)}
 
 
-def knn_scores(train, evals, n_sources: int, k: int, t: float) -> dict[str, float]:
+def knn_scores(train, evals, n_sources: int, k: int, t: float,
+               device: torch.device | str = "cpu") -> dict[str, float]:
     """kNN accuracies of ``evals`` against the ``train`` bank, each a ``(features, labels, source_ids)``.
 
     Returns ``knn_real_fake_{acc,bacc,auroc}`` (AUROC of the fake vote share) and
@@ -115,7 +116,7 @@ def knn_scores(train, evals, n_sources: int, k: int, t: float) -> dict[str, floa
     out = {}
     tr, ev = label_sets(*train[1:], n_sources), label_sets(*evals[1:], n_sources)
     for task, (y_tr, c) in tr.items():
-        votes = knn_votes(train[0], y_tr, evals[0], c, k, t)
+        votes = knn_votes(train[0], y_tr, evals[0], c, k, t, device=device)
         acc, bacc = accuracies(votes.argmax(1), ev[task][0])
         out[f"knn_{task}_acc"] = acc
         if task == "real_fake":

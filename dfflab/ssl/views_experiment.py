@@ -10,10 +10,12 @@ that run's note, so the choice of ``ssl.views``' default is on record.
 
 from __future__ import annotations
 
+from dfflab.config import ConfigError
 from dfflab.runs import atomic_write_text, write_json
+from dfflab.ssl.methods import METHODS
 from dfflab.ssl.pretrain import pretrain
 from dfflab.ssl.sweep import derive, find_finished, markdown_table, open_sweep
-from dfflab.ssl.views import VIEWS
+from dfflab.ssl.views import make_view
 
 COLUMNS = ("knn_real_fake_bacc_val", "knn_real_fake_auroc_val", "knn_source_acc_val",
            "linear_real_fake_bacc_val", "linear_source_acc_val")
@@ -22,9 +24,11 @@ COLUMNS = ("knn_real_fake_bacc_val", "knn_real_fake_auroc_val", "knn_source_acc_
 def compare_views(cfg, views: list[str], methods: list[str], *, note: str = "", parent=None,
                   store=None, resume: bool = True, progress: bool = True):
     """Pretrain each (method, views) pair; returns the ``ssl-views`` run with the table."""
-    unknown = set(views) - set(VIEWS)
+    for v in views:
+        make_view(v)  # ConfigError naming the known recipes
+    unknown = set(methods) - set(METHODS)
     if unknown:
-        raise ValueError(f"unknown view recipes {sorted(unknown)} (known: {', '.join(VIEWS)})")
+        raise ConfigError(f"unknown methods {sorted(unknown)} (known: {', '.join(METHODS)})")
     if store is None:
         from dfflab.data import ensure_store
 
@@ -48,28 +52,32 @@ def compare_views(cfg, views: list[str], methods: list[str], *, note: str = "", 
             row = {"cell": cell, "method": method, "views": view, "run": child.name,
                    **{c: {**s["knn"], **s["linear"]}[c] for c in COLUMNS},
                    "random_knn_real_fake_bacc": s["random_init"]["knn_real_fake_bacc"],
-                   "seconds": s["seconds"]}
+                   "seconds": s["seconds"], "cpu_seconds": s["cpu_seconds"]}
             sweep.log_metrics(row)
             done[cell] = row
     return _finish(sweep, [done[f"{m}-{v}"] for m in methods for v in views], note)
 
 
+HEADER = ["method", "views", "kNN real/fake bal. acc", "kNN real/fake AUROC", "kNN source acc",
+          "linear real/fake bal. acc", "linear source acc", "random-init kNN bal. acc", "seconds",
+          "CPU seconds", "run"]
+
+
 def _finish(sweep, rows: list[dict], note: str):
-    header = ["method", "views", "kNN real/fake bal. acc", "kNN real/fake AUROC", "kNN source acc",
-              "linear real/fake bal. acc", "linear source acc", "random-init kNN bal. acc", "seconds", "run"]
-    table = markdown_table(header, [[r["method"], r["views"], *(float(r[c]) for c in COLUMNS),
-                                     float(r["random_knn_real_fake_bacc"]), r["seconds"], r["run"]]
-                                    for r in rows])
+    """Write the table, the verdict (best views per method by kNN real/fake) and the note."""
+    table = markdown_table(HEADER, [[r["method"], r["views"], *(float(r[c]) for c in COLUMNS),
+                                     float(r["random_knn_real_fake_bacc"]), r["seconds"],
+                                     r["cpu_seconds"], r["run"]] for r in rows])
     best = {}
     for r in rows:
-        if r["method"] not in best or r["knn_real_fake_bacc_val"] > best[r["method"]]["knn_real_fake_bacc_val"]:
+        if r["knn_real_fake_bacc_val"] > best.get(r["method"], {}).get("knn_real_fake_bacc_val", -1):
             best[r["method"]] = r
     verdict = "; ".join(f"{m}: best views {r['views']} (kNN real/fake bal. acc "
                         f"{r['knn_real_fake_bacc_val']:.3f})" for m, r in best.items())
     text = (f"# SSL views experiment\n\nAll on val, after pretraining; chance is 0.5 (real/fake "
             f"balanced) and 0.25 (source).\n\n{table}\nResult: {verdict}.\n")
     atomic_write_text(sweep.path("views_experiment.md"), text)
-    write_json(sweep.dir / "views_experiment.json", rows)
+    write_json(sweep.path("views_experiment.json"), rows)
     sweep.update_record(note=f"{note} Result: {verdict}.")
     sweep.write_summary({"rows": rows, "best": {m: r["views"] for m, r in best.items()}})
     return sweep
