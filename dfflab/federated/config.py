@@ -1,12 +1,52 @@
-"""Settings of the federated stage (section ``[fl]``), also Flower's run config keys."""
+"""Settings of the federated stage (section ``[fl]``), also Flower's run config keys.
+
+Data, model, optimiser, device and seed come from ``[data]``, ``[model]`` and
+``[train]`` (``train.lr``, ``train.batch-size``, ``train.init`` ...), so a federated
+run and the centralized baseline differ only in what this section says. The number of
+clients N is the federation's size (``--federation-config "num-supernodes=N"``);
+``dfflab federated run`` sets it from ``fl.num-partitions``.
+"""
 
 from dataclasses import dataclass, field
+
+# Kept here (no flwr / datasets import) so the launcher can check names cheaply.
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedmedian", "fedtrimmedavg", "krum")
+PARTITIONINGS = ("source", "iid", "dirichlet")
+
+
+def _f(default, help: str):
+    """A field with a default and a help line (``dfflab.config.doc`` can't be imported here)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class FLConfig:
-    rounds: int = field(default=10, metadata={"help": "Federated rounds."})
-    local_epochs: int = field(default=1, metadata={"help": "Client epochs per round."})
-    strategy: str = field(default="fedavg", metadata={"help": "fedavg, fedprox, fedadam, fedbn, fedmedian, fedtrimmedavg, krum."})
-    partitioning: str = field(default="source", metadata={"help": "source, iid or dirichlet."})
-    num_partitions: int = field(default=3, metadata={"help": "Number of clients (N)."})
+    rounds: int = _f(10, "Federated rounds.")
+    local_epochs: int = _f(1, "Client epochs per round.")
+    strategy: str = _f("fedavg", "fedavg, fedprox, fedadam, fedbn, fedmedian, fedtrimmedavg or krum "
+                       "(dfflab/federated/strategies.py).")
+    partitioning: str = _f("source", "source (each client: one generator's fakes + a share of the reals, "
+                           "each real with its own fake), iid, or dirichlet (over sources, fl.alpha).")
+    num_partitions: int = _f(3, "Number of clients N (a multiple of the fake sources for `source`).")
+    alpha: float = _f(0.5, "Dirichlet concentration over sources (small = skewed clients).")
+    min_partition_size: int = _f(10, "Dirichlet: resample until every client holds at least this many images.")
+    partition_seed: int = _f(0, "Seed of the partitioning (iid shuffle, Dirichlet draw, source shares).")
+    proximal_mu: float = _f(0.01, "FedProx: weight mu of the proximal term mu/2 ||w - w_global||^2.")
+    server_lr: float = _f(0.01, "FedAdam: server learning rate eta (Reddi et al. 2021 tune it in 1e-3..1).")
+    trim_beta: float = _f(0.2, "FedTrimmedAvg: share cut off each tail, in [0, 0.5).")
+    krum_malicious: int = _f(0, "Krum: number of malicious clients f it tolerates.")
+    client_cpus: int = _f(1, "CPU cores per simulated client (Ray num-cpus and the client's torch threads).")
+    client_gpus: float = _f(0.0, "GPU share per simulated client (Ray num-gpus; 0 = clients on CPU).")
+    fail_client: int = _f(-1, "Failure injection (tests): this partition id raises in training (-1 = none).")
+    fail_round: int = _f(0, "Failure injection: the round it raises in (0 = every round).")
+
+
+def check_names(fl: FLConfig) -> None:
+    """Raise ConfigError naming ``fl.strategy`` / ``fl.partitioning`` when unknown."""
+    from dfflab.config import ConfigError  # dfflab.config imports this module
+
+    for key, value, known in (("strategy", fl.strategy, STRATEGIES), ("partitioning", fl.partitioning, PARTITIONINGS)):
+        if value not in known:
+            raise ConfigError(f"fl.{key}: unknown '{value}' (known: {', '.join(known)})")
+    if fl.num_partitions < 1:
+        raise ConfigError(f"fl.num-partitions must be at least 1, got {fl.num_partitions}")

@@ -1,0 +1,102 @@
+"""Cost of federation: the same data, model and sample passes, centralized vs Flower.
+
+Runs, each as a fresh process (so both pay their start-up and imports):
+  * centralized  ``dfflab centralized train`` for E epochs (no early stopping, no audit);
+  * federated    ``dfflab federated run``: FedAvg, IID partition, E rounds of 1 local
+                 epoch, so the clients together see the same images as E epochs;
+and prints the wall time of each, the ratio, and where the federated time went
+(Flower start-up: SuperLink, simulation process, Ray and its actors; client training;
+messaging and client validation; the server's evaluation).
+
+Goals: ratio <= 1.5 at the quick preset on 2 CPU cores; <= 1.15 at DFF scale on a GPU
+(``--preset full --set fl.client-gpus=0.3``). Timings on a shared machine are noisy:
+run it on an idle one, and more than once (``--repeat``).
+
+    python benchmarks/fl_overhead.py                      # quick preset, E = fl.rounds
+    python benchmarks/fl_overhead.py --epochs 4 --preset tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dfflab.config import load_config
+from dfflab.runs import list_runs
+
+
+def run_cli(args: list[str]) -> float:
+    """Wall seconds of ``python -m dfflab <args>`` (raises if it fails)."""
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "dfflab", *args], check=True, stdout=subprocess.DEVNULL)
+    return time.time() - t0
+
+
+def newest(results: Path, stage: str):
+    runs = list_runs(results, stage)
+    if not runs or not runs[-1].finished:
+        raise RuntimeError(f"no finished {stage} run in {results}")
+    return runs[-1]
+
+
+def one(preset: str, epochs: int, sets: list[str], results: Path) -> dict:
+    common = ["--preset", preset, "--set", f"results={results}"] + [a for s in sets for a in ("--set", s)]
+    central = run_cli(["centralized", "train", *common, "--set", f"train.epochs={epochs}",
+                       "--set", f"train.patience={epochs + 1}", "--set", "train.audit=false",
+                       "--name", "overhead", "--no-resume"])
+    fed = run_cli(["federated", "run", *common, "--set", f"fl.rounds={epochs}", "--set", "fl.local-epochs=1",
+                   "--set", "fl.partitioning=iid", "--set", "fl.strategy=fedavg", "--name", "overhead",
+                   "--quiet"])
+    c, f = newest(results, "centralized"), newest(results, "federated")
+    rows = [r for r in f.metrics() if r["round"] > 0]
+    phases = {k: sum(float(r.get(k) or 0) for r in rows)
+              for k in ("train_phase_s", "client_compute_s", "eval_phase_s", "server_eval_s")}
+    first_round = rows[0]["train_phase_s"] - rows[0]["client_compute_s"] if rows else 0.0
+    later = [r["train_phase_s"] - r["client_compute_s"] for r in rows[1:]]
+    return {"central_wall": central, "fed_wall": fed,
+            "central_samples": c.summary().get("samples"), "fed_samples": f.summary()["samples"],
+            "central_loop": c.summary().get("seconds"), "fed_rounds": rows[-1]["seconds"] if rows else 0.0,
+            "fed_setup": fed - (rows[-1]["seconds"] if rows else 0.0),
+            "actor_warmup": first_round - (sum(later) / len(later) if later else 0.0), **phases,
+            "central_auroc": c.summary()["test"]["auroc"], "fed_auroc": f.summary()["test"]["auroc"]}
+
+
+def report(m: dict, epochs: int) -> None:
+    print(f"\nsame data, model and sample passes ({epochs} epochs-equivalent)")
+    print(f"  centralized  wall {m['central_wall']:7.1f} s   training loop {m['central_loop']:7.1f} s   "
+          f"samples {m['central_samples']}   test AUROC {m['central_auroc']:.4f}")
+    print(f"  federated    wall {m['fed_wall']:7.1f} s   rounds        {m['fed_rounds']:7.1f} s   "
+          f"samples {m['fed_samples']}   test AUROC {m['fed_auroc']:.4f}")
+    print(f"    Flower start-up + launcher (before round 0 is scored, and clean-up)  {m['fed_setup']:6.1f} s")
+    print(f"    first-round actor start (Ray workers import torch and dfflab)        {m['actor_warmup']:6.1f} s")
+    print(f"    client training phases {m['train_phase_s']:6.1f} s (slowest client's compute "
+          f"{m['client_compute_s']:.1f} s), client validation phases {m['eval_phase_s']:.1f} s, "
+          f"server evaluation {m['server_eval_s']:.1f} s")
+    print(f"  ratio federated / centralized wall: {m['fed_wall'] / m['central_wall']:.2f}   "
+          f"(goal <= 1.5 quick on 2 CPU cores, <= 1.15 at DFF scale on a GPU)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--epochs", type=int, help="epochs = rounds (default: the preset's fl.rounds)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra settings for both runs")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--results", help="where the run folders go (default: a temp folder)")
+    args = ap.parse_args()
+    epochs = args.epochs or load_config(args.preset, args.sets).fl.rounds
+    results = Path(args.results or tempfile.mkdtemp(prefix="fl-overhead-"))
+    for _ in range(args.repeat):
+        m = one(args.preset, epochs, args.sets, results)
+        report(m, epochs)
+    print(f"run folders: {results / 'runs'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

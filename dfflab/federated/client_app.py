@@ -1,0 +1,67 @@
+"""Flower ClientApp: local training and local validation of one partition.
+
+Each message carries the global weights (``arrays``) and the resolved dfflab config
+(``config["dfflab-config"]``); the client's partition is ``partition-id`` of
+``num-partitions`` from its node config. FedBN clients keep their BatchNorm layers in
+``context.state`` between rounds and load only the other weights from the server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from dfflab.config import config_from_dict
+from dfflab.federated import task
+from dfflab.federated.strategies import KEEPS_LOCAL_BN
+
+app = ClientApp()
+BN_STATE = "local-bn"  # context.state key of a FedBN client's own BatchNorm layers
+
+
+def _setup(msg: Message, context: Context):
+    """(cfg, partition id, device, store, rows, model with the global weights loaded)."""
+    cfg = config_from_dict(json.loads(msg.content["config"]["dfflab-config"]))
+    pid = int(context.node_config["partition-id"])
+    n = int(context.node_config["num-partitions"])
+    if n != cfg.fl.num_partitions:
+        raise ValueError(f"client {pid}: the federation has {n} clients but the server "
+                         f"partitioned for fl.num-partitions={cfg.fl.num_partitions}")
+    device = task.device_for(cfg, cfg.fl.client_cpus)
+    store, rows = task.client_data(cfg, pid, n)
+    model = task.new_model(cfg, device)
+    local = None
+    if cfg.fl.strategy in KEEPS_LOCAL_BN and BN_STATE in context.state:
+        local = context.state[BN_STATE].to_torch_state_dict()
+    task.load_state(model, msg.content["arrays"].to_torch_state_dict(), keep_local=local)
+    return cfg, pid, device, store, rows, model
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg, pid, device, store, rows, model = _setup(msg, context)
+    server_round = int(msg.content["config"]["server-round"])
+    if cfg.fl.fail_client == pid and cfg.fl.fail_round in (0, server_round):
+        raise RuntimeError(f"client {pid}: failure injected by fl.fail-client in round {server_round}")
+    stats = task.local_train(model, store, rows["train"], cfg, device, server_round=server_round,
+                             partition_id=pid,
+                             proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)))
+    state = task.state_of(model)
+    if cfg.fl.strategy in KEEPS_LOCAL_BN:
+        context.state[BN_STATE] = ArrayRecord({k: state[k] for k in task.bn_keys(model)})
+    metrics = MetricRecord({"num-examples": len(rows["train"]), "partition-id": pid, **stats})
+    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    cfg, pid, device, store, rows, model = _setup(msg, context)
+    if len(rows["val"]) == 0:
+        raise ValueError(f"client {pid} has no validation rows")
+    m, _, _ = task.test(model, store, rows["val"], device, threshold=0.5, amp=cfg.train.amp)
+    metrics = MetricRecord({"num-examples": len(rows["val"]), "partition-id": pid, "val_loss": m["loss"],
+                            "val_auroc": m["auroc"], "val_accuracy": m["accuracy"],
+                            "val_balanced_accuracy": m["balanced_accuracy"]})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -1,0 +1,160 @@
+"""``dfflab compare RUN...``: centralized, federated and local-only runs side by side.
+
+Reads only run folders (``metrics.csv``, ``summary.json``, ``config.json``) and writes
+to ``<results>/compare/`` (or ``--out``):
+
+* ``compare.png``             test accuracy and test AUROC against samples processed,
+                              in epochs-equivalent (training images seen / training-set
+                              size), one line per run;
+* ``compare_per_source.png``  final test AUROC per fake source, one bar per run;
+* ``compare.md``, ``compare.csv``  the table: final metrics, per-source AUROC, epochs-
+                              equivalent and wall time.
+
+    dfflab compare results/runs/*-centralized-scratch results/runs/*-federated-*
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from dfflab.runs import Run, atomic_write_text
+
+
+def resolve_runs(names: list[str], results: Path | str) -> list[Run]:
+    """Run folders from paths or folder names under ``<results>/runs``."""
+    runs = []
+    for name in names:
+        p = Path(name)
+        if not (p / "config.json").is_file():
+            p = Path(results) / "runs" / name
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"{name}: not a run folder (no config.json), nor one under "
+                                    f"{Path(results) / 'runs'}")
+        runs.append(Run.open(p))
+    return runs
+
+
+def label(run: Run) -> str:
+    rec = run.record
+    return f"{rec.get('stage', '?')}/{rec.get('name', run.name)}"
+
+
+def train_images(run: Run) -> int:
+    """Training-set size of a run (what one epoch-equivalent is)."""
+    s = run.summary()
+    if "sizes" in s:  # centralized
+        return int(s["sizes"]["train"])
+    if "partition" in s:  # federated and local-only: the clients' training rows
+        return int(sum(p["images"] for p in s["partition"]))
+    rows = [r for r in run.metrics() if r.get("samples")]
+    return int(rows[0]["samples"]) if rows else 1
+
+
+def wall_seconds(run: Run) -> float:
+    """Wall time: the whole Flower launch for federated runs, the training loop otherwise."""
+    flower = run.record.get("flower") or {}
+    s = run.summary()
+    return float(flower.get("wall_seconds") or s.get("seconds") or math.nan)
+
+
+def table(runs: list[Run]) -> list[dict]:
+    """One row per run: final test metrics, per-source AUROC, epochs-equivalent, seconds."""
+    out = []
+    for run in runs:
+        s = run.summary()
+        rows = run.metrics()
+        test = s.get("test", {})
+        row = {"run": label(run), "folder": run.name,
+               "test_accuracy": test.get("accuracy"), "test_balanced_accuracy": test.get("balanced_accuracy"),
+               "test_auroc": test.get("auroc"),
+               **{f"test_auroc_{src}": m.get("auroc") for src, m in s.get("test_per_source", {}).items()},
+               "epochs_equivalent": (rows[-1]["samples"] / train_images(run)) if rows else None,
+               "seconds": wall_seconds(run)}
+        out.append(row)
+    return out
+
+
+def plot_curves(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        n = train_images(run)
+        rows = [r for r in run.metrics() if r.get("samples") is not None]
+        x = [r["samples"] / n for r in rows]
+        for ax, key in zip(axes, ("test_accuracy", "test_auroc"), strict=True):
+            ax.plot(x, [r.get(key) for r in rows], marker=".", label=label(run))
+    for ax, title in zip(axes, ("test accuracy (val threshold)", "test AUROC"), strict=True):
+        ax.set_xlabel("samples processed (epochs-equivalent)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_per_source(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sources = [k.removeprefix("test_auroc_") for k in rows[0] if k.startswith("test_auroc_")]
+    width = 0.8 / max(1, len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 2 + 1.5 * len(sources)), 4))
+    for i, row in enumerate(rows):
+        vals = [row.get(f"test_auroc_{s}") or np.nan for s in sources]
+        ax.bar(np.arange(len(sources)) + i * width, vals, width, label=row["run"])
+    ax.set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources)
+    ax.set_ylabel("final test AUROC")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = [c for c in rows[0] if c != "folder"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return "" if v is None else str(v)
+
+
+def compare(runs: list[Run], out: Path | str) -> Path:
+    """Write the comparison figures and table to ``out``; returns it."""
+    if not runs:
+        raise ValueError("compare needs at least one run folder")
+    unfinished = [r.name for r in runs if not r.finished]
+    if unfinished:
+        raise ValueError(f"runs without summary.json (unfinished or crashed): {', '.join(unfinished)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = table(runs)
+    plot_curves(runs, out / "compare.png")
+    plot_per_source(rows, out / "compare_per_source.png")
+    atomic_write_text(out / "compare.md", markdown(rows))
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, restval="")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "compare.csv", buf.getvalue())
+    return out

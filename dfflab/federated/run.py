@@ -1,0 +1,295 @@
+"""Launch federated runs: ``flwr run .`` as a subprocess, and the local-only baseline.
+
+:func:`run_federated` makes the run folder, writes the Flower run config
+(``flwr-run-config.toml``: the dfflab settings with absolute paths and ``run-dir``),
+then runs, from the repository root::
+
+    flwr run . --stream --run-config <run>/flwr-run-config.toml \\
+        --federation-config "num-supernodes=N client-resources-num-cpus=C client-resources-num-gpus=G"
+
+with its own ``FLWR_HOME`` (a temp folder) and SuperLink port, so runs of several
+people on one machine don't meet. flwr 1.42's ``flwr run`` always talks to a
+SuperLink and starts a local one for a simulation, which keeps running afterwards;
+this module stops every process that carries its ``FLWR_HOME`` (SuperLink, SuperExec,
+simulation, Ray) by process id when the run ends, fails or is interrupted.
+``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` keeps the SuperLink from building a
+fresh virtual environment (``uv sync``: torch again) for each run.
+
+    dfflab federated run --preset quick --set fl.strategy=fedprox
+    dfflab federated local-only --preset quick
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dfflab.config import ConfigError
+from dfflab.federated.config import check_names
+from dfflab.federated.runconfig import absolute_paths, declared_keys, to_run_config
+from dfflab.runs import Run, atomic_write_text
+
+STAGE = "federated"
+# Lines of flwr's log stream worth echoing to the console (the whole stream goes to flower.log).
+SHOWN = re.compile(r"\[ROUND|aggregate_(train|evaluate): Received|Global evaluation|dfflab run folder"
+                   r"|ERROR|Traceback|Error|finished in")
+
+
+# -- processes --------------------------------------------------------------------------
+def app_dir() -> Path:
+    """The repository root: the Flower app (its pyproject.toml declares the apps)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        raise FileNotFoundError(f"{root} has no pyproject.toml: `flwr run` needs dfflab's source "
+                                "tree (an editable install), not an installed wheel")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def flwr_env(home: Path, port: int) -> dict[str, str]:
+    """Environment of ``flwr run``: private FLWR_HOME and SuperLink port, no installs or phoning home."""
+    env = dict(os.environ)
+    env.update({
+        "FLWR_HOME": str(home), "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_TELEMETRY_ENABLED": "0",
+        "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Live (non-zombie) process ids whose environment has ``key=value`` (Linux /proc)."""
+    needle = f"{key}={value}".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if needle in (d / "environ").read_bytes().split(b"\0") and not _zombie(d):
+                pids.append(int(d.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return pids
+
+
+def _zombie(proc_dir: Path) -> bool:
+    stat = (proc_dir / "stat").read_text()
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
+def stop_processes(pids: list[int], timeout: float = 15.0) -> list[int]:
+    """SIGTERM ``pids``, SIGKILL what is left after ``timeout``; returns those still alive."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            if not pids:
+                return []
+            time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not _zombie(Path(f"/proc/{pid}"))
+    except OSError:
+        return False
+
+
+# -- federated run ------------------------------------------------------------------------
+def check_source_n(cfg, store) -> None:
+    """``source`` partitioning needs N to be a multiple of the fake sources trained on."""
+    k = len([s for s in cfg.train.train_sources if s in store.fake_sources])
+    if cfg.fl.partitioning == "source" and (k == 0 or cfg.fl.num_partitions % k):
+        raise ConfigError(f"fl.num-partitions={cfg.fl.num_partitions}: source partitioning needs a "
+                          f"multiple of the {k} fake sources in train.train-sources")
+
+
+def flwr_command(app: Path, run_config: Path, cfg) -> list[str]:
+    """The ``flwr run`` command line for ``cfg``: N clients, their CPU/GPU shares.
+
+    Ray is told the machine has at least N x ``fl.client-cpus`` CPUs so all N clients
+    train at once: on 2 cores, 3 one-thread clients side by side finish a round a
+    quarter sooner than two side by side and the third alone.
+    """
+    n, cpus = cfg.fl.num_partitions, cfg.fl.client_cpus
+    fed = (f"num-supernodes={n} client-resources-num-cpus={cpus} client-resources-num-gpus={cfg.fl.client_gpus} "
+           f"init-args-num-cpus={max(os.cpu_count() or 1, n * cpus)}")
+    flwr = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
+    return [flwr, "run", str(app), "--stream", "--run-config", str(run_config), "--federation-config", fed]
+
+
+def run_federated(cfg, *, name: str | None = None, parent: str | None = None, note: str = "",
+                  progress: bool = True) -> Run:
+    """Run one federated training with Flower's simulation engine; returns its run folder.
+
+    Args:
+        cfg: the resolved config (``fl`` section plus the shared data/model/train).
+        name: run name (default ``<strategy>-<partitioning>``).
+        parent, note: recorded in config.json.
+        progress: echo the rounds and results to the console.
+
+    Raises:
+        RuntimeError: the run ended without a summary (the ServerApp failed); the
+            message holds the end of ``flower.log``.
+    """
+    from dfflab.data import ensure_store
+
+    cfg = absolute_paths(copy.deepcopy(cfg))
+    check_names(cfg.fl)
+    store = ensure_store(cfg, progress=progress)  # once, here, so the ServerApp finds it ready
+    check_source_n(cfg, store)  # a bad N fails now, not inside Flower
+    name = name or f"{cfg.fl.strategy}-{cfg.fl.partitioning}"
+    run = Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
+                     fingerprint=store.fingerprint)
+    app = app_dir()
+    rc = to_run_config(cfg, declared_keys(app), **{"run-dir": str(run.dir), "name": name, "note": note})
+    import tomli_w  # ships with flwr
+
+    atomic_write_text(run.path("flwr-run-config.toml"), tomli_w.dumps(rc))
+    cmd = flwr_command(app, run.path("flwr-run-config.toml"), cfg)
+    home = Path(tempfile.mkdtemp(prefix="dfflab-flwr-"))
+    t0 = time.time()
+    try:
+        code = _stream(cmd, app, flwr_env(home, free_port()), run.path("flower.log"), progress)
+    finally:  # flwr leaves its SuperLink running: stop everything that carries our FLWR_HOME
+        started = [{"pid": pid, "cmd": _cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(home))]
+        left = stop_processes([p["pid"] for p in started])
+        shutil.rmtree(home, ignore_errors=True)
+    wall = time.time() - t0
+    run.update_record(flower={"command": cmd, "returncode": code, "wall_seconds": round(wall, 2),
+                              "flwr_home": str(home), "stopped": started, "still_running": left})
+    if not run.finished:
+        tail = "".join(run.path("flower.log").read_text(errors="replace").splitlines(True)[-30:])
+        raise RuntimeError(f"federated run {run.dir} ended without summary.json (flwr exit code {code}); "
+                           f"end of {run.path('flower.log')}:\n{tail}")
+    if progress:
+        s = run.summary()
+        print(f"{name}: test AUROC {s['test']['auroc']:.4f}, accuracy {s['test']['accuracy']:.4f} "
+              f"after {s['rounds_run']} rounds; {wall:.1f} s wall; run folder {run.dir}")
+    return run
+
+
+def _stream(cmd: list[str], cwd: Path, env: dict, log: Path, progress: bool) -> int:
+    """Run ``cmd``, teeing its output to ``log`` (and its key lines to the console)."""
+    with open(log, "w") as f, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        try:
+            for line in proc.stdout:
+                f.write(line)
+                if progress and SHOWN.search(line):
+                    print(_plain(line), end="", flush=True)
+            return proc.wait()
+        except BaseException:
+            proc.kill()  # interrupted: the finally of the caller stops the SuperLink
+            raise
+
+
+def _plain(line: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
+
+
+# -- local-only baseline ----------------------------------------------------------------
+MEAN_KEYS = ("accuracy", "balanced_accuracy", "auroc", "ap", "eer", "f1", "precision", "recall", "loss")
+
+
+def run_local_only(cfg, *, name: str | None = None, parent: str | None = None, note: str = "",
+                   progress: bool = True) -> Run:
+    """Local-only baseline: each client trains alone on its partition, no communication.
+
+    Every client runs the federated client's recipe (:func:`task.local_train`) for
+    ``fl.rounds`` x ``fl.local-epochs`` epochs from the same initial model; after each
+    round-equivalent every client model is scored on the global test set (threshold on
+    the global val split), as the federated server scores its global model.
+    ``metrics.csv`` holds the mean over clients (the curves ``dfflab compare`` draws)
+    and each client's ``test_auroc_client<p>``; ``detector_client<p>.pt`` each model.
+    """
+    from tqdm import tqdm
+
+    from dfflab.data import ensure_store
+    from dfflab.federated import task
+    from dfflab.federated.partition import (
+        all_client_rows,
+        composition,
+        make_partitioner,
+        plot_partition,
+    )
+    from dfflab.models import save_detector
+
+    cfg = absolute_paths(copy.deepcopy(cfg))
+    store = ensure_store(cfg, progress=progress)
+    part = make_partitioner(store, cfg)
+    parts = all_client_rows(part)
+    name = name or f"local-only-{cfg.fl.partitioning}"
+    run = Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
+                     fingerprint=store.fingerprint)
+    plot_partition(part, run.path("partition.png"), f"{cfg.fl.partitioning} partition, N={len(parts)}")
+    device = task.device_for(cfg)
+    models = {p: task.initial_model(cfg, device)[0] for p in parts}
+    t0, samples = time.time(), 0
+    first = task.global_eval(models[0], store, cfg, device)  # all clients start from this model
+    run.log_metrics({"round": 0, "samples": 0, **task.eval_row(first), "seconds": 0.0})
+    for r in tqdm(range(1, cfg.fl.rounds + 1), desc=f"local-only {name}", disable=not progress):
+        evals = {}
+        for p, rows in parts.items():
+            samples += task.local_train(models[p], store, rows["train"], cfg, device, server_round=r,
+                                        partition_id=p)["images"]
+            evals[p] = task.global_eval(models[p], store, cfg, device)
+        row = {"round": r, "samples": samples, **_mean_rows([task.eval_row(e) for e in evals.values()]),
+               **{f"test_auroc_client{p}": e["test"]["auroc"] for p, e in evals.items()},
+               "seconds": round(time.time() - t0, 2)}
+        run.log_metrics(row)
+    for p, e in evals.items():
+        save_detector(run.path(f"detector_client{p}.pt"), models[p], cfg.model, store.image_size,
+                      threshold=e["threshold"], source_names=store.source_names, stage=STAGE,
+                      run=run.name, partition_id=p, train_sources=list(cfg.train.train_sources))
+    summary = {"test": _mean_metrics([e["test"] for e in evals.values()]),
+               "test_per_source": {s: _mean_metrics([e["test_per_source"][s] for e in evals.values()])
+                                   for s in first["test_per_source"]},
+               "clients": {str(p): {"test": e["test"], "test_per_source": e["test_per_source"],
+                                    "threshold": e["threshold"]} for p, e in evals.items()},
+               "strategy": "local-only", "partitioning": cfg.fl.partitioning, "num_partitions": len(parts),
+               "rounds": cfg.fl.rounds, "rounds_run": cfg.fl.rounds, "local_epochs": cfg.fl.local_epochs,
+               "samples": samples, "seconds": round(time.time() - t0, 2), "init": cfg.train.init,
+               "partition": composition(store, parts), "device": str(device)}
+    run.write_summary(summary)
+    if progress:
+        print(f"{name}: mean client test AUROC {summary['test']['auroc']:.4f}; run folder {run.dir}")
+    return run
+
+
+def _mean_metrics(ms: list[dict]) -> dict[str, float]:
+    return {k: sum(m[k] for m in ms) / len(ms) for k in MEAN_KEYS if all(k in m for m in ms)}
+
+
+def _mean_rows(rows: list[dict]) -> dict[str, float]:
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}

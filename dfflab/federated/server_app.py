@@ -1,0 +1,80 @@
+"""Flower ServerApp: runs the strategy and evaluates the global model each round.
+
+Declared in ``pyproject.toml`` (``[tool.flwr.app.components]``); start it with
+``flwr run .`` (see ``dfflab/federated/run.py`` for the exact commands) or
+``dfflab federated run``. The settings arrive as Flower's run config
+(:mod:`dfflab.federated.runconfig`); the resolved config travels to the clients in
+each round's ``ConfigRecord`` so server and clients agree on data, model and recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from logging import INFO, WARNING
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+
+from dfflab.data import ensure_store
+from dfflab.data.store import Store
+from dfflab.federated import records, task
+from dfflab.federated.config import check_names
+from dfflab.federated.partition import (
+    all_client_rows,
+    composition,
+    make_partitioner,
+    plot_partition,
+)
+from dfflab.federated.runconfig import from_run_config
+from dfflab.federated.strategies import make_strategy
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    # -- setup: config, data, run folder, partition ------------------------------------
+    t0 = time.time()
+    cfg, meta = from_run_config(context.run_config)
+    check_names(cfg.fl)
+    n = len(list(grid.get_node_ids()))
+    if n != cfg.fl.num_partitions:  # N is the federation's size; say so when they differ
+        log(WARNING, "fl.num-partitions=%d but the federation has %d SuperNodes: using N=%d "
+            "(set it with --federation-config \"num-supernodes=N\")", cfg.fl.num_partitions, n, n)
+        cfg.fl.num_partitions = n
+    # the launcher (run_federated) has prepared the store; a bare `flwr run .` prepares it here
+    store = Store(cfg.store_dir) if meta["run-dir"] else ensure_store(cfg, progress=False)
+    part = make_partitioner(store, cfg)
+    run = records.open_run(cfg, meta, store.fingerprint)
+    log(INFO, "dfflab run folder: %s", run.dir)
+    plot_partition(part, run.path("partition.png"),
+                   f"{cfg.fl.partitioning} partition, N={n} (training images)")
+    parts = composition(store, all_client_rows(part))
+
+    device = task.device_for(cfg)
+    model, init_path = task.initial_model(cfg, device)
+    recorder = records.RoundRecorder(run)
+    strategy = make_strategy(cfg, n, task.bn_keys(model), recorder)
+    last: dict = {}
+
+    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        """The centralized metrics of the global model, logged as one metrics.csv row."""
+        recorder.mark(server_round, "server")
+        task.load_state(model, arrays.to_torch_state_dict())
+        last.update(task.global_eval(model, store, cfg, device))
+        row = recorder.log_round(server_round, task.eval_row(last))
+        return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
+
+    # -- rounds -------------------------------------------------------------------------
+    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict())})
+    strategy.start(grid=grid, initial_arrays=ArrayRecord(task.state_of(model)),
+                            num_rounds=cfg.fl.rounds, timeout=6 * 3600, train_config=config,
+                            evaluate_config=config, evaluate_fn=evaluate_global)
+
+    # -- final model (evaluate_global loaded it last) and summary, written once ------------
+    records.finish(run, cfg, store, model, last, {
+        "init_path": init_path, "partition": parts, "seconds": round(time.time() - t0, 2),
+        "device": str(device)}, recorder.client_states, device)
+    log(INFO, "dfflab run folder: %s (test AUROC %.4f)", run.dir, last["test"]["auroc"])

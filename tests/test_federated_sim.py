@@ -1,0 +1,119 @@
+"""A real Flower simulation through ``flwr run .``: 3 clients, 2 rounds, one injected failure.
+
+One run (about a minute on 2 busy cores) serves every test here. Its data are a
+little larger than the shared tiny store (120 reals at 48 px, blatant artifacts) and
+its clients take many small steps, because a model trained for a handful of steps
+is still ruled by its initial BatchNorm statistics and shows no learning at all.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dfflab.config import load_config
+from dfflab.federated import task
+from dfflab.federated.run import processes_with_env, run_federated
+from dfflab.models import load_detector
+from dfflab.train.core import detection_loss, predict
+
+RUN_FILES = ("config.json", "metrics.csv", "clients.csv", "detector.pt", "summary.json", "partition.png",
+             "flower.log", "flwr-run-config.toml", "detector_client0.pt", "detector_client2.pt")
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    from dfflab.data.cli import write_synth
+    from dfflab.data.synth import SynthSpec
+
+    tmp = tmp_path_factory.mktemp("fed")
+    root = tmp / "synthdff"
+    write_synth(root, SynthSpec(n_real=120, seed=3, difficulty=2.0, fake_size=48, real_min=40, real_max=90),
+                load_config("tiny"), progress=False)
+    cfg = load_config("tiny", [
+        f"data.root={root}", f"results={tmp / 'results'}", "data.image-size=48", "train.batch-size=8",
+        "train.seed=1", "fl.rounds=2", "fl.local-epochs=4", "fl.num-partitions=3",
+        "fl.partitioning=source", "fl.strategy=fedavg", "fl.fail-client=2", "fl.fail-round=2"])
+    run = run_federated(cfg, name="sim-test", progress=False)
+    return cfg, run
+
+
+def test_simulation_run_folder_is_complete(fed):
+    cfg, run = fed
+    for name in RUN_FILES:
+        assert run.path(name).is_file(), name
+    rows = run.metrics()
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    for col in ("samples", "train_phase_s", "client_compute_s", "server_eval_s", "test_accuracy", "test_auroc", "test_balanced_accuracy", "client_val_auroc",
+                "clients", "failures", "seconds", *(f"test_auroc_{s}" for s in cfg.train.train_sources)):
+        assert col in rows[-1], col
+    assert rows[2]["samples"] > rows[1]["samples"] > 0
+    s = run.summary()
+    assert s["rounds_run"] == 2 and s["num_partitions"] == 3 and s["strategy"] == "fedavg"
+    assert set(s["test_per_source"]) == set(cfg.train.train_sources)
+    model, ckpt = load_detector(run.path("detector.pt"))
+    assert ckpt["threshold"] == pytest.approx(s["threshold"])
+
+
+def test_simulation_global_model_improves(fed):
+    cfg, run = fed
+    rows = run.metrics()
+    assert rows[2]["test_auroc"] > rows[0]["test_auroc"] + 0.05
+    # the federated objective: the clients' class-weighted loss over all their training rows
+    store = task.open_store(run_config(run))
+    from dfflab.federated.partition import all_client_rows, make_partitioner
+
+    rows_all = np.concatenate([r["train"] for r in all_client_rows(make_partitioner(store, cfg)).values()])
+    loss = detection_loss(store.labels[rows_all], "weight", torch.device("cpu"))
+
+    def objective(model):
+        pred = predict(model, store.batches(rows_all, 256), torch.device("cpu"))
+        return float(loss(pred.logits, pred.labels.float()))
+
+    initial, _ = task.initial_model(run_config(run), torch.device("cpu"))
+    final, _ = load_detector(run.path("detector.pt"))
+    assert objective(final) < objective(initial)
+
+
+def test_failed_client_is_logged_and_the_round_goes_on(fed):
+    _, run = fed
+    rows = {r["round"]: r for r in run.metrics()}
+    assert str(rows[1]["clients"]) == "0;1;2" and rows[1]["failures"] == 0
+    assert str(rows[2]["clients"]) == "0;1" and rows[2]["failures"] == 1
+    clients = (run.path("clients.csv")).read_text()
+    assert "failure injected by fl.fail-client in round 2" in clients
+    assert run.summary()["failures"] == 1
+
+
+def test_flwr_run_stops_the_superlink_it_started(fed):
+    _, run = fed
+    flower = run.record["flower"]
+    assert flower["returncode"] == 0 and "--federation-config" in flower["command"]
+    assert any("flower-superlink" in p["cmd"] for p in flower["stopped"]), flower["stopped"]
+    assert flower["still_running"] == []
+    for p in flower["stopped"]:
+        assert not _running(p["pid"]) or p["cmd"] != _cmd(p["pid"])  # gone (or the pid was reused)
+    assert processes_with_env("FLWR_HOME", flower["flwr_home"]) == []
+    assert not Path(flower["flwr_home"]).exists()
+
+
+def run_config(run):
+    from dfflab.config import config_from_dict
+
+    return config_from_dict(run.config)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def _cmd(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
