@@ -123,7 +123,7 @@ def test_crash_then_resume_continues_the_same_run(store, tmp_path, monkeypatch):
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
     # a different config under the same name starts afresh
     other = train_detector(
-        tiny(tmp_path, store, "train.lr=0.001"),
+        tiny(tmp_path, store, "train.lr=0.003"),
         name="crashy",
         store=store,
         progress=False,

@@ -32,10 +32,12 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--train-sources",
+        metavar="SRC,...",
         help="comma-separated fake sources to train on (default: train.train-sources)",
     )
     p.add_argument(
         "--test-sources",
+        metavar="SRC,...",
         help="comma-separated fake sources to test on (default: train.test-sources)",
     )
     p.add_argument(
@@ -112,10 +114,12 @@ def register(sub) -> None:
     add_config_args(p)
     p.add_argument(
         "--train-sources",
+        metavar="SRC,...",
         help="comma-separated fake sources (default: train.train-sources)",
     )
     p.add_argument(
         "--test-sources",
+        metavar="SRC,...",
         help="comma-separated fake sources (default: train.test-sources)",
     )
     p.set_defaults(func=cmd_audit)
