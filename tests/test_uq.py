@@ -139,7 +139,7 @@ def test_unseen_separation_flags_the_held_out_generator():
 
 
 # -- methods on real detectors -----------------------------------------------------------------
-def _detector(tmp_path, store, name: str, dropout: float = 0.2, seed: int = 0, epochs: int = 2):
+def _detector(tmp_path, store, name: str, dropout: float = 0.5, seed: int = 0, epochs: int = 2):
     """A detector trained briefly with the shared core on the fixture store; returns its path."""
     from dfflab.config import ModelConfig
     from dfflab.device import seed_everything
@@ -160,17 +160,25 @@ def _detector(tmp_path, store, name: str, dropout: float = 0.2, seed: int = 0, e
     return path
 
 
+@pytest.fixture(scope="module")
+def dets(tmp_path_factory, store) -> dict:
+    """Detector files trained once for this module: ``a``, ``b`` (seeds 0, 1) and ``nodrop``."""
+    d = tmp_path_factory.mktemp("dets")
+    return {"a": _detector(d, store, "a", seed=0), "b": _detector(d, store, "b", seed=1),
+            "nodrop": _detector(d, store, "nodrop", dropout=0.0, epochs=1)}
+
+
 def _scorer(store) -> Scorer:
     rows = {"val": store.select("val"), "test": store.select("test")}
     return Scorer(store, rows, torch.device("cpu"), batch_size=64)
 
 
-def test_mc_dropout_with_dropout_off_is_the_deterministic_prediction(tmp_path, store):
+def test_mc_dropout_with_dropout_off_is_the_deterministic_prediction(dets, store):
     from dfflab.uq.config import UQConfig
 
     ucfg = UQConfig(mc_samples=4)
     scorer = _scorer(store)
-    models = Models(_detector(tmp_path, store, "nodrop", dropout=0.0, epochs=1))
+    models = Models(dets["nodrop"])
     det = METHODS["plain"].fn(models, scorer, ucfg).outputs["test"]
     mc = METHODS["mc-dropout"].fn(models, scorer, ucfg)
     out = mc.outputs["test"]
@@ -178,15 +186,15 @@ def test_mc_dropout_with_dropout_off_is_the_deterministic_prediction(tmp_path, s
     torch.testing.assert_close(out.probs, det.probs, rtol=0, atol=1e-6)
     assert float(out.mutual_info.max()) < 1e-5 and "warning" in mc.info
     # with dropout on, the passes differ and the epistemic part is positive
-    models = Models(_detector(tmp_path, store, "drop", dropout=0.5, epochs=1))
+    models = Models(dets["a"])
     out = METHODS["mc-dropout"].fn(models, _scorer(store), ucfg).outputs["test"]
     assert float(out.member_probs.std(0).max()) > 0 and float(out.mutual_info.mean()) > 0
 
 
-def test_ensemble_of_identical_models_equals_one_model(tmp_path, store):
+def test_ensemble_of_identical_models_equals_one_model(tmp_path, dets, store):
     from dfflab.uq.config import UQConfig
 
-    one = _detector(tmp_path, store, "one", epochs=1)
+    one = dets["a"]
     copies = [one, *(shutil.copy(one, tmp_path / f"copy{i}.pt") for i in range(2))]
     scorer = _scorer(store)
     models = Models(one, members=copies, clients=copies[:2])
@@ -209,16 +217,16 @@ def _run_cfg(tmp_path, synth_root, store, **extra):
                                 "model.width": 4, "train.device": "cpu", **extra})
 
 
-def _run_folder(tmp_path, synth_root, store, name: str, seed: int, train_sources: list[str]):
+def _run_folder(tmp_path, synth_root, store, name: str, detector, seed: int, train_sources: list[str]):
     from dfflab.runs import Run
 
     cfg = _run_cfg(tmp_path, synth_root, store, **{"train.train-sources": train_sources, "train.seed": seed})
     run = Run.create(cfg.results, "centralized", name, cfg.to_dict(), fingerprint=store.fingerprint)
-    shutil.move(_detector(tmp_path, store, name, seed=seed), run.path("detector.pt"))
+    shutil.copy(detector, run.path("detector.pt"))
     return run
 
 
-def test_uq_evaluate_cli_on_a_leave_one_out_run(tmp_path, synth_root, store):
+def test_uq_evaluate_cli_on_a_leave_one_out_run(tmp_path, synth_root, store, dets):
     from dfflab.cli import main
     from dfflab.models import load_detector
     from dfflab.uq.detect import (
@@ -229,8 +237,8 @@ def test_uq_evaluate_cli_on_a_leave_one_out_run(tmp_path, synth_root, store):
     )
 
     seen = ["inpainting", "insight"]
-    run = _run_folder(tmp_path, synth_root, store, "logo", 0, seen)
-    other = _run_folder(tmp_path, synth_root, store, "logo-seed1", 1, seen)
+    run = _run_folder(tmp_path, synth_root, store, "logo", dets["a"], 0, seen)
+    other = _run_folder(tmp_path, synth_root, store, "logo-seed1", dets["b"], 1, seen)
     # stand-ins for a federated run's client models, named as dfflab.federated saves them
     shutil.copy(run.path("detector.pt"), run.path("detector_client0.pt"))
     shutil.copy(other.path("detector.pt"), run.path("detector_client1.pt"))
@@ -274,7 +282,7 @@ def test_uq_evaluate_cli_on_a_leave_one_out_run(tmp_path, synth_root, store):
     assert p_mc.shape == mi.shape == (8,) and float(mi.min()) >= 0
 
 
-def test_uq_evaluate_fails_clearly(tmp_path, synth_root, store, capsys):
+def test_uq_evaluate_fails_clearly(tmp_path, synth_root, store, dets, capsys):
     from dfflab.cli import main
     from dfflab.runs import Run
 
@@ -284,8 +292,8 @@ def test_uq_evaluate_fails_clearly(tmp_path, synth_root, store, capsys):
     assert "no detector.pt" in capsys.readouterr().err
     assert main(["uq", "evaluate", str(empty.dir), "--preset", "tiny", "--set", "uq.methods=plain,nope"]) == 2
     # a run holding only client models (federated local-only) is evaluated on client 0
-    shutil.copy(_detector(tmp_path, store, "c0", epochs=1), empty.path("detector_client0.pt"))
-    shutil.copy(_detector(tmp_path, store, "c1", seed=1, epochs=1), empty.path("detector_client1.pt"))
+    shutil.copy(dets["a"], empty.path("detector_client0.pt"))
+    shutil.copy(dets["b"], empty.path("detector_client1.pt"))
     assert main(["uq", "evaluate", str(empty.dir), "--preset", "tiny", "--set", "uq.methods=plain,client-ensemble"]) == 0
     uq = json.loads(empty.path("uq.json").read_text())
     assert uq["detector"].endswith("detector_client0.pt") and len(uq["clients"]) == 2
@@ -310,10 +318,18 @@ def test_uq_ensemble_trains_seeded_members_and_evaluates(tmp_path, synth_root, s
     assert run.path("uq.json").is_file()
 
 
-def test_detect_adds_uncertainty_and_abstains(tmp_path, synth_root, store):
+def test_detect_adds_uncertainty_and_abstains(tmp_path, synth_root, dets):
     from dfflab.cli import main
+    from dfflab.config import ModelConfig
+    from dfflab.models import load_detector, save_detector
 
-    ckpt = _detector(tmp_path, store, "det", epochs=1)
+    # the briefly trained detector says p ~ 0.5 everywhere; a sharper head spreads the
+    # uncertainties over 0..1 bits so abstaining splits the images
+    model, info = load_detector(dets["a"])
+    with torch.no_grad():
+        model.head.weight.mul_(300.0)
+        model.head.bias.zero_()
+    ckpt = save_detector(tmp_path / "sharp.pt", model, ModelConfig(**info["model_cfg"]), info["image_size"])
     folder, out = str(synth_root / "text2img"), tmp_path / "d.csv"
 
     def rows(*extra):
@@ -326,7 +342,10 @@ def test_detect_adds_uncertainty_and_abstains(tmp_path, synth_root, store):
     scored = rows("--uq", "temperature")
     u = np.array([float(r["uncertainty"]) for r in scored])
     assert ((0 <= u) & (u <= 1)).all() and [r["decision"] for r in scored] == [r["decision"] for r in plain]
-    cut = float(np.median(u))
+    # a cut between two printed uncertainties that lie well apart (the CSV rounds to 1e-6)
+    v = np.unique(u)
+    k = next(i for i in range(len(v) // 2, len(v) - 1) if v[i + 1] - v[i] > 1e-4)
+    cut = float(v[k] + v[k + 1]) / 2
     for r, ui in zip(rows("--abstain", "--abstain-entropy", str(cut)), u, strict=True):
         assert (r["decision"] == "uncertain") == (ui > cut)
     mc = rows("--uq", "mc-dropout")
