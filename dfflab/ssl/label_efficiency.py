@@ -140,8 +140,11 @@ def _write_outputs(sweep: Run, rows: list[dict], inits: list[str], fractions: li
 
     table = markdown_table(["init"] + [f"{f:.0%} labels" for f in fractions],
                            [[i] + [show(cells[(i, f)]) for f in fractions] for i in inits])
+    seeds = max(c["n_seeds"] for c in cells.values())
     atomic_write_text(sweep.path("label_efficiency.md"),
-                      "# Label efficiency: test AUROC of the fine-tuned detector\n\n" + table)
+                      "# Label efficiency: test AUROC of the fine-tuned detector\n\n"
+                      + (f"Mean ± std over {seeds} fine-tuning seeds.\n\n" if seeds > 1 else "")
+                      + table)
     write_json(sweep.path("label_efficiency.json"), list(cells.values()))
     _plot(sweep.path("label_efficiency.png"), cells, inits, fractions)
     sweep.write_summary({"cells": list(cells.values()), "inits": inits, "fractions": fractions})
@@ -159,8 +162,11 @@ def _plot(path: Path, cells: dict, inits: list[str], fractions: list[float]) -> 
         ax.errorbar([100 * f for f in fractions], [v["test_auroc"] for v in c],
                     yerr=[v["test_auroc_std"] for v in c], marker="o", capsize=3, label=init)
     ax.set_xscale("log")
-    ax.set_xlabel("training labels used (%)")
-    ax.set_ylabel("test AUROC")
+    ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("training labels used")
+    seeds = max(c["n_seeds"] for c in cells.values())
+    ax.set_ylabel("test AUROC" + (f" (mean ± std, {seeds} seeds)" if seeds > 1 else ""))
     ax.set_title("Label efficiency: SSL init vs scratch")
     ax.grid(alpha=0.3)
     ax.legend()
