@@ -350,3 +350,17 @@ def test_detect_adds_uncertainty_and_abstains(tmp_path, synth_root, dets):
         assert (r["decision"] == "uncertain") == (ui > cut)
     mc = rows("--uq", "mc-dropout")
     assert all(r["uncertainty"] != "" for r in mc)
+
+
+def test_uq_evaluate_on_a_crossgen_run_evaluates_its_leave_one_out_children(tmp_path, synth_root, store, dets):
+    from dfflab.runs import Run
+    from dfflab.uq.evaluate import evaluate_run
+
+    child = _run_folder(tmp_path, synth_root, store, "crossgen-logo-insight", dets["a"], 0, ["inpainting", "text2img"])
+    cfg = _run_cfg(tmp_path, synth_root, store)
+    parent = Run.create(cfg.results, "crossgen", "crossgen", cfg.to_dict())
+    parent.log_metrics({"job": "logo-insight", "kind": "logo", "child_run": child.name})
+    out = evaluate_run(parent.dir, cfg, ["plain", "temperature"], store=store, progress=False)
+    assert set(out["children"]) == {child.name}
+    assert set(out["children"][child.name]["unseen"]) == {"insight"}
+    assert child.path("uq.json").is_file() and parent.path("uq.json").is_file()
