@@ -321,6 +321,8 @@ def test_cli_train_robustness_audit(store, synth_root, tmp_path, capsys):
                 str(run.dir),
                 "--distortions",
                 "contrast",
+                "--set",
+                "train.threads=1",
             ]
         )
         == 0

@@ -54,7 +54,7 @@ def register(sub) -> None:
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue this crashed run folder (uses its settings)",
+        help="continue this crashed run folder (its settings; --set still applies)",
     )
     p.add_argument(
         "--no-resume",
@@ -91,7 +91,8 @@ def register(sub) -> None:
     add_config_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
-        "--run", help="a centralized run folder (uses its detector.pt and settings)"
+        "--run",
+        help="a centralized run folder (its detector.pt and settings; --set still applies)",
     )
     src.add_argument("--checkpoint", help="a detector .pt (data from --preset/--set)")
     p.add_argument(
@@ -186,15 +187,25 @@ def _source_overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
+def _run_config(run, args: argparse.Namespace):
+    """A run folder's own settings, with this command's ``--set`` overrides on top."""
+    from dfflab.config import config_from_dict, set_value
+
+    cfg = config_from_dict(run.config)
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        set_value(cfg, key.strip(), value.strip())
+    return cfg
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dfflab.centralized.train import train_detector
     from dfflab.cli import config_from_args
-    from dfflab.config import config_from_dict
     from dfflab.runs import Run
 
     if args.resume:
         run = Run.open(args.resume)
-        cfg, name = config_from_dict(run.config), run.record["name"]
+        cfg, name = _run_config(run, args), run.record["name"]
     else:
         cfg = config_from_args(args, _source_overrides(args))
         name = args.name or (
@@ -231,7 +242,6 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         write_robustness,
     )
     from dfflab.cli import config_from_args
-    from dfflab.config import config_from_dict
     from dfflab.data import ensure_store
     from dfflab.device import set_threads
     from dfflab.runs import Run
@@ -239,7 +249,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     if args.run:
         run = Run.open(args.run)
         cfg, ckpt, out = (
-            config_from_dict(run.config),
+            _run_config(run, args),
             run.path("detector.pt"),
             Path(args.out or run.dir),
         )
