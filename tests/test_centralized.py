@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dfflab.centralized import train as train_mod
-from dfflab.centralized.audit import metadata_audit, pixel_check
+from dfflab.centralized.audit import metadata_audit, pixel_check, single_feature_auroc
 from dfflab.centralized.crossgen import job_config, protocol, run_crossgen
 from dfflab.centralized.robustness import DISTORTIONS, conditions, evaluate_robustness
 from dfflab.centralized.train import evaluate_checkpoint, select_rows, train_detector
@@ -257,6 +257,23 @@ def test_audit_metadata_and_pixels(store):
         "file_size",
         "jpeg_quality",
     }
+    # raw values far outside [0, 1] (pixels, bytes) must keep their order
+    x = np.array(
+        [
+            [100, 0, 0, 0, 60],
+            [300, 0, 0, 0, 95],
+            [200, 0, 0, 0, 70],
+            [400, 0, 0, 0, 90],
+        ],
+        np.float32,
+    )
+    one = single_feature_auroc(x, np.array([0, 0, 1, 1]))
+    assert one["width"] == pytest.approx(0.75) and one["jpeg_quality"] == pytest.approx(
+        0.5
+    )
+    assert single_feature_auroc(x, np.array([1, 1, 0, 0]))["width"] == pytest.approx(
+        0.75
+    )
     pix = pixel_check(store)
     assert (
         pix["checked"] == 4 * len(store.source_names)

@@ -91,7 +91,11 @@ def single_feature_auroc(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """AUROC of each raw feature used alone, folded to >= 0.5 (direction doesn't matter)."""
     out = {}
     for j, name in enumerate(FEATURES):
-        auc = binary_metrics(torch.from_numpy(x[:, j]), torch.from_numpy(y))["auroc"]
+        v = torch.from_numpy(x[:, j]).double()
+        # torchmetrics reads scores outside [0, 1] as logits and squashes them (128 px
+        # and 224 px both become 1.0); a min-max map keeps the order, so the AUROC.
+        v = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-12)
+        auc = binary_metrics(v, torch.from_numpy(y))["auroc"]
         out[name] = max(auc, 1 - auc) if auc == auc else auc
     return out
 
