@@ -31,10 +31,13 @@ def test_pretrain_writes_a_run_whose_backbone_loads_into_the_detector(tmp_path, 
     rows = run.metrics()
     assert [r["epoch"] for r in rows] == [0, 1, 2]  # epoch 0 = random-init baseline
     assert rows[0]["ssl_loss"] is None and all(r["ssl_loss"] is not None for r in rows[1:])
+    # the linear probe runs on the random init (epoch 0) and after the last epoch
+    assert [r["linear_real_fake_bacc"] is not None for r in rows] == [True, False, True]
     for r in rows:
         assert 0 <= r["knn_real_fake_acc"] <= 1 and 0 <= r["knn_source_acc"] <= 1
     s = run.summary()
     assert s["method"] == method and s["views"] == "shift" and s["epochs"] == 2
+    assert 0 <= s["random_init"]["linear_source_acc"] <= 1
     for key in ("linear_real_fake_acc_val", "linear_source_acc_test", "linear_real_fake_bacc_val"):
         assert 0 <= s["linear"][key] <= 1
     assert run.record["stage"] == "ssl" and run.record["name"] == method

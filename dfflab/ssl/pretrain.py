@@ -6,8 +6,8 @@ Writes a run folder (stage ``ssl``):
 
 * ``metrics.csv``  one row per epoch: SSL loss, kNN real/fake (accuracy, balanced
   accuracy, AUROC) and 4-way source accuracy on val against a train feature bank, lr,
-  seconds, CPU seconds; epoch 0 is the random-init baseline, the last row adds the
-  linear probe;
+  seconds, CPU seconds; epoch 0 is the random-init baseline; epoch 0 and the last
+  epoch add the linear probe;
 * ``last.pt``      everything needed to resume after a crash (rerun the same command);
 * ``backbone.pt``  what ``dfflab centralized train --init <run>`` loads;
 * ``summary.json`` final kNN and linear-probe accuracies on val and test, views, epochs,
@@ -83,7 +83,8 @@ def pretrain(cfg, *, name: str | None = None, parent: str | None = None, note: s
         run.truncate_metrics(start + 1)  # rows 0..start; later ones came after the checkpoint
         print(f"resuming {run.dir} after epoch {start}")
     else:
-        run.log_metrics(_monitor(st, 0, {"ssl_loss": None, "lr": None, "seconds": 0.0}))
+        # epoch 0: the random-init backbone, the baseline every SSL number is read against
+        run.log_metrics(_monitor(st, 0, {"ssl_loss": None, "lr": None, "seconds": 0.0}, linear=True))
     for epoch in range(start + 1, s.epochs + 1):
         row = _epoch(st, epoch, progress)
         run.log_metrics(row)
@@ -196,6 +197,6 @@ def _summary(run: Run, st: _Setup) -> dict:
             # wall time depends on the neighbours' load
             "cpu_seconds": round(sum(r.get("cpu_seconds") or 0 for r in rows) + time.process_time() - c0, 1),
             "final_ssl_loss": rows[-1].get("ssl_loss"),
-            "random_init": {k: v for k, v in rows[0].items() if k.startswith("knn_")},
+            "random_init": {k: v for k, v in rows[0].items() if k.startswith(("knn_", "linear_"))},
             "knn": knn, "linear": linear, "source_names": st.store.source_names,
             "backbone": str(run.path("backbone.pt"))}

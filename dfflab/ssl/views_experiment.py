@@ -52,6 +52,7 @@ def compare_views(cfg, views: list[str], methods: list[str], *, note: str = "", 
             row = {"cell": cell, "method": method, "views": view, "run": child.name,
                    **{c: {**s["knn"], **s["linear"]}[c] for c in COLUMNS},
                    "random_knn_real_fake_bacc": s["random_init"]["knn_real_fake_bacc"],
+                   "random_linear_real_fake_bacc": s["random_init"].get("linear_real_fake_bacc"),
                    "seconds": s["seconds"], "cpu_seconds": s["cpu_seconds"]}
             sweep.log_metrics(row)
             done[cell] = row
@@ -59,14 +60,19 @@ def compare_views(cfg, views: list[str], methods: list[str], *, note: str = "", 
 
 
 HEADER = ["method", "views", "kNN real/fake bal. acc", "kNN real/fake AUROC", "kNN source acc",
-          "linear real/fake bal. acc", "linear source acc", "random-init kNN bal. acc", "seconds",
-          "CPU seconds", "run"]
+          "linear real/fake bal. acc", "linear source acc", "random-init kNN bal. acc",
+          "random-init linear bal. acc", "seconds", "CPU seconds", "run"]
+
+
+def _num(v):
+    return "n/a" if v is None else float(v)  # runs made before the random-init probe existed
 
 
 def _finish(sweep, rows: list[dict], note: str):
     """Write the table, the verdict (best views per method by kNN real/fake) and the note."""
     table = markdown_table(HEADER, [[r["method"], r["views"], *(float(r[c]) for c in COLUMNS),
-                                     float(r["random_knn_real_fake_bacc"]), r["seconds"],
+                                     float(r["random_knn_real_fake_bacc"]),
+                                     _num(r.get("random_linear_real_fake_bacc")), r["seconds"],
                                      r["cpu_seconds"], r["run"]] for r in rows])
     best = {}
     for r in rows:
