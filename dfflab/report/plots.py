@@ -1,0 +1,95 @@
+"""The report's own figures, drawn from run records (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from dfflab.report.collect import RunInfo, get  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves(runs: list[RunInfo], path: Path) -> Path | None:
+    """Test accuracy and AUROC against training images processed, one line per run."""
+    runs = [r for r in runs if any(row.get("test_auroc") is not None for row in r.rows)]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in runs:
+        pts = [(row.get("samples") or 0, row) for row in r.rows if row.get("test_auroc") is not None]
+        xs = [p[0] for p in pts]
+        style = "-" if r.stage == "centralized" else "--"
+        for ax, key in zip(axes, ("test_accuracy", "test_auroc"), strict=True):
+            ax.plot(xs, [p[1].get(key) for p in pts], style, marker=".", label=f"{r.stage}: {r.name}")
+    for ax, title in zip(axes, ("test accuracy", "test AUROC"), strict=True):
+        ax.set_xlabel("training images processed (all clients)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def per_source_bars(runs: list[RunInfo], path: Path) -> Path | None:
+    """Final test AUROC per fake source, one group of bars per run."""
+    runs = [r for r in runs if get(r.summary, "test_per_source")]
+    if not runs:
+        return None
+    sources = sorted({s for r in runs for s in r.summary["test_per_source"]})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(runs) + 2), 4))
+    width = 0.8 / len(sources)
+    for j, s in enumerate(sources):
+        vals = [get(r.summary, f"test_per_source.{s}.auroc", float("nan")) for r in runs]
+        ax.bar([i + j * width for i in range(len(runs))], vals, width, label=s)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(runs))])
+    ax.set_xticklabels([f"{r.stage[:4]}:{r.name}" for r in runs], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("test AUROC (that source's fakes vs reals)")
+    lo = min((v for r in runs for v in (get(r.summary, f"test_per_source.{s}.auroc") for s in sources)
+              if v is not None), default=0.5)
+    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def evolution(chains: dict[str, list[tuple[str, float | None]]], labels: dict[str, str], path: Path) -> Path | None:
+    """One panel per stage: the headline metric along each chain of runs (parent -> child)."""
+    chains = {k: v for k, v in chains.items() if any(m is not None for _, m in v)}
+    if not chains:
+        return None
+    fig, axes = plt.subplots(1, len(chains), figsize=(4.2 * len(chains), 3.6), squeeze=False)
+    for ax, (stage, chain) in zip(axes[0], chains.items(), strict=True):
+        xs = list(range(len(chain)))
+        ax.plot(xs, [m if m is not None else float("nan") for _, m in chain], marker="o")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([n for n, _ in chain], rotation=35, ha="right", fontsize=7)
+        ax.set_title(f"{stage}: {labels.get(stage, '')}", fontsize=9)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def metric_over_epochs(runs: list[RunInfo], keys: list[str], path: Path, xlabel: str = "epoch",
+                       x: str = "epoch", title: str = "") -> Path | None:
+    """Columns of metrics.csv over epochs (kNN accuracy, FID, ...), one line per run and key."""
+    lines = [(r, k) for r in runs for k in keys if any(row.get(k) is not None for row in r.rows)]
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for r, k in lines:
+        pts = [(row.get(x), row.get(k)) for row in r.rows if row.get(k) is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"{r.name}: {k}")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
