@@ -260,14 +260,10 @@ def stage_uq(p: Pipeline) -> dict:
 
 
 def stage_generative(p: Pipeline) -> dict:
-    from dfflab.generative.evolve import evolve
+    from dfflab.generative.evolve import run_evolution
 
-    detector = p.run_dir("centralized", "scratch")
-    backbone = p.run_dir("ssl", "simclr")
-    runs = evolve(p.cfg, store=p.get_store(), progress=p.progress,
-                  detector=str(Path(detector) / "detector.pt") if detector else None,
-                  ssl_backbone=str(Path(backbone) / "backbone.pt") if backbone else None)
-    return {f"gan-{i}": r for i, r in enumerate(runs)}
+    chain = run_evolution(p.cfg, store=p.get_store(), progress=p.progress)
+    return {"evolution": chain}
 
 
 def stage_report(p: Pipeline) -> dict:

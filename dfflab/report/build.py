@@ -32,9 +32,12 @@ def _mean(xs):
 
 
 def _gan_fid(r: RunInfo):
-    for path in ("fid.inception.overall", "final.fid_inception.overall", "fid_overall", "fid"):
-        v = get(r.summary, path)
+    for key in ("fid_inception_overall", "fid_inception", "fid_overall", "fid"):
+        v = r.summary.get(key)
         if isinstance(v, int | float):
+            return float(v)
+    for key, v in r.summary.items():
+        if key.startswith("fid_") and "overall" in key and isinstance(v, int | float):
             return float(v)
     return None
 
