@@ -1,0 +1,200 @@
+"""``dfflab generative train|sample|evaluate|evolve``: the class-conditional GAN.
+
+    dfflab generative train --preset quick
+    dfflab generative sample --class inpainting --n 64 --out samples/
+    dfflab generative evaluate --augment
+    dfflab generative evolve --preset quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    from dfflab.cli import add_config_args
+
+    grp = sub.add_parser("generative", help="class-conditional GAN: train, sample, evaluate, evolve")
+    gsub = grp.add_subparsers(dest="generative_command", metavar="<generative command>", required=True)
+
+    p = gsub.add_parser("train", help="train the conditional GAN and score it (FID/KID per class)",
+                        description="Train a GAN conditioned on the source (wiki = real, inpainting, "
+                        "insight, text2img) with the [gan] settings; writes a run folder with "
+                        "metrics.csv, samples_epoch<N>.png, last.pt, generator.pt and summary.json "
+                        "(FID/KID per class with TF-Inception and, if an SSL run exists, the SSL "
+                        "backbone). A crashed run of the same name and settings resumes.")
+    add_config_args(p)
+    p.add_argument("--name", help="run name (default: the preset's name)")
+    p.add_argument("--parent", help="run folder this run evolves from (recorded in config.json)")
+    p.add_argument("--note", default="", help="what this run changes and why (recorded)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a crashed run exists")
+    p.set_defaults(func=cmd_train)
+
+    p = gsub.add_parser("sample", help="write generated images of one or more classes and a grid")
+    add_config_args(p)
+    p.add_argument("--run", help="a GAN run folder or generator.pt (default: the newest finished GAN run)")
+    p.add_argument("--class", dest="classes", action="append", default=[], metavar="CLASS",
+                   help="class to sample: wiki (or real), inpainting, insight, text2img; repeatable "
+                   "(default: all)")
+    p.add_argument("--n", type=int, default=64, help="images per class (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: %(default)s)")
+    p.set_defaults(func=cmd_sample)
+
+    p = gsub.add_parser("evaluate", help="fooling rate against a detector; GAN-augmented LOGO detection",
+                        description="Share of generated images per class the detector calls real "
+                        "(with real-image controls); with --augment, the change in leave-one-"
+                        "generator-out test AUROC when GAN images are added as training fakes. "
+                        "Writes a run folder (stage generative, name detector-eval).")
+    add_config_args(p)
+    p.add_argument("--run", help="GAN run folder (default: the newest finished GAN run)")
+    p.add_argument("--detector", help="detector.pt (default: newest centralized run trained on all sources)")
+    p.add_argument("--n", type=int, default=500, help="generated images per class for the fooling rate")
+    p.add_argument("--augment", action="store_true", help="also run the GAN-augmented LOGO experiment")
+    p.add_argument("--augment-n", type=int, default=300, help="generated fakes per GAN class added (--augment)")
+    p.add_argument("--fid", action="store_true", help="also recompute FID/KID with the configured extractors")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = gsub.add_parser("evolve", help="train the recorded chain baseline -> +SN/projection -> +DiffAugment/EMA -> +TTUR",
+                        description="Each step is a GAN run whose parent is the previous step, with a "
+                        "note saying what changed and why; prints the FID table.")
+    add_config_args(p)
+    p.add_argument("--steps", type=int, help="only the first N steps (default: all)")
+    p.set_defaults(func=cmd_evolve)
+
+
+def newest_gan_run(results: str | Path) -> Path:
+    """The newest finished GAN run folder with a generator.pt."""
+    from dfflab.runs import list_runs
+
+    for run in reversed(list_runs(results, "generative")):
+        if run.finished and run.path("generator.pt").is_file():
+            return run.dir
+    raise FileNotFoundError(f"no finished GAN run under {results}/runs; run `dfflab generative train` "
+                            "or pass --run")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.generative.train import GANDivergence, train_gan
+
+    cfg = config_from_args(args)
+    name = args.name or Path(str(args.preset)).stem
+    try:
+        run = train_gan(cfg, name=name, parent=args.parent, note=args.note, resume=not args.no_resume)
+    except GANDivergence as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
+    print_scores(run.summary())
+    print(f"run folder: {run.dir}")
+    return 0
+
+
+def print_scores(summary: dict) -> None:
+    """FID/KID per class for each extractor, with the sample counts."""
+    for ex, per in summary["scores"].items():
+        print(f"{ex}: FID / KID x1e3 ({summary['generated_per_class']} generated vs "
+              f"held-out {summary['reference_split']} reals per class)")
+        for c, s in per.items():
+            print(f"  {c:<12} FID {s['fid']:8.2f}   KID {1e3 * s['kid']:7.2f} +- {1e3 * s['kid_std']:.2f}"
+                  f"   (n_fake {s['n_fake']}, n_real {s['n_real']})")
+    print(f"train {summary['train_seconds']:.0f} s, evaluation {summary['eval_seconds']:.0f} s")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.generative.sample import load_generator, write_samples
+
+    cfg = config_from_args(args)
+    try:
+        src = Path(args.run) if args.run else newest_gan_run(cfg.results)
+        g, ckpt = load_generator(src)
+        names = ckpt["source_names"]
+        written = write_samples(args.out, g, names, args.classes or names, args.n, args.seed)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
+    for c, folder in written.items():
+        print(f"{args.n} images of {c} -> {folder}  (grid: {Path(args.out) / f'grid_{c}.png'})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.data import ensure_store
+    from dfflab.device import resolve_device, set_threads
+    from dfflab.generative.detector_eval import (
+        augmented_logo,
+        find_detector,
+        fooling_rates,
+    )
+    from dfflab.generative.sample import load_generator
+    from dfflab.runs import Run
+
+    cfg = config_from_args(args)
+    set_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    try:
+        gan_dir = Path(args.run) if args.run else newest_gan_run(cfg.results)
+        g, _ = load_generator(gan_dir, device)
+        store = ensure_store(cfg)
+        detector = args.detector or find_detector(cfg.results, store.fake_sources)
+        if detector is None:
+            raise FileNotFoundError("no detector: run `dfflab centralized train` or pass --detector")
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
+    run = Run.create(cfg.results, "generative", "detector-eval", cfg.to_dict(), parent=gan_dir.name,
+                     note=f"fooling rate{' + GAN-augmented LOGO' if args.augment else ''} of {gan_dir.name}",
+                     fingerprint=store.fingerprint)
+    out = {"gan_run": str(gan_dir), "fooling": fooling_rates(detector, g, store, args.n, device)}
+    print_fooling(out["fooling"])
+    if args.fid:
+        out["scores"] = rescore(cfg, g, store)
+    if args.augment:
+        out["augmented_logo"] = augmented_logo(cfg, g, store, run, args.augment_n)
+        for h, m in out["augmented_logo"]["held_out"].items():
+            run.log_metrics({"held_out": h, **{k: v for k, v in m.items() if k != "runs"}})
+            print(f"LOGO held out {h:<11} AUROC {m['auroc_base']:.4f} -> {m['auroc_gan']:.4f} "
+                  f"({m['delta']:+.4f}) with GAN fakes")
+    run.write_summary(out)
+    print(f"run folder: {run.dir}")
+    return 0
+
+
+def rescore(cfg, g, store) -> dict:
+    """FID/KID of ``g`` with the extractors ``cfg.gan`` configures (e.g. another SSL backbone)."""
+    from dfflab.generative.evaluation import reference_features, score_generator
+    from dfflab.generative.metrics import build_extractors
+
+    ex = build_extractors(cfg.gan, cfg.results)
+    ref = reference_features(store, cfg.gan, ex, Path(cfg.results) / "cache" / "gan-reference")
+    return score_generator(g, list(store.source_names), ex, ref, cfg.gan.eval_n, cfg.gan.kid_subset_size)
+
+
+def print_fooling(f: dict) -> None:
+    print(f"detector {f['detector']} (threshold {f['threshold']:.3f}, {f['detector_image_size']} px; "
+          f"GAN images {f['gan_image_size']} px upsampled)")
+    print(f"{'class':<12}{'fooled':>8}{'n':>6}   test reals/fakes called real: native, resampled")
+    for c, m in f["per_class"].items():
+        extra = (f"   {m['called_real_test_native']:.3f}, {m['called_real_test_resampled']:.3f}"
+                 if "n_test" in m else "")
+        print(f"{c:<12}{m['fooling_rate']:>8.3f}{m['n_generated']:>6}{extra}")
+
+
+def cmd_evolve(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.generative.evolve import run_evolution
+    from dfflab.generative.train import GANDivergence
+
+    cfg = config_from_args(args)
+    try:
+        chain = run_evolution(cfg, steps=args.steps)
+    except GANDivergence as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
+    print(chain.summary()["table"])
+    print(f"chain: {chain.dir}")
+    return 0
