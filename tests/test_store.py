@@ -37,7 +37,7 @@ def test_store_from_synth(store, synth_root):
 def test_batches_cover_rows_once(store):
     rows = store.select("train")
     got = []
-    for x, y, _ in store.batches(rows, 7, shuffle=True, seed=1):
+    for _x, y, _ in store.batches(rows, 7, shuffle=True, seed=1):
         got.append(y)
     assert sum(len(g) for g in got) == len(rows)
     assert int(np.concatenate([g.numpy() for g in got]).sum()) == int(store.labels[rows].sum())

@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from dfflab.data.layout import FAKE_SOURCES, GENERIC_REAL, IMAGE_SUFFIXES, REAL_SOURCE, SOURCES
+from dfflab.data.layout import (
+    FAKE_SOURCES,
+    GENERIC_REAL,
+    IMAGE_SUFFIXES,
+    REAL_SOURCE,
+    SOURCES,
+)
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs: DFF's largest reals are far below this
 MIN_SIDE = 16  # a 1x1 or 8x8 "photo" carries nothing to learn from

@@ -31,7 +31,15 @@ import torch
 from tqdm import tqdm
 
 from dfflab.data.layout import source_order
-from dfflab.data.reader import BadImage, DataError, Entry, EntryReader, crop_resize, decode, list_entries
+from dfflab.data.reader import (
+    BadImage,
+    DataError,
+    Entry,
+    EntryReader,
+    crop_resize,
+    decode,
+    list_entries,
+)
 from dfflab.data.splits import assign_splits, read_splits, write_splits
 from dfflab.runs import atomic_write_text, read_json, write_json
 

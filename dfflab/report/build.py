@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 from dfflab.report import plots
-from dfflab.report.collect import RunInfo, by_folder, collect, fmt, get, read_optional_json
+from dfflab.report.collect import (
+    RunInfo,
+    by_folder,
+    collect,
+    fmt,
+    get,
+    read_optional_json,
+)
 from dfflab.runs import atomic_write_text, git_commit
 
 # Headline metric per stage: (label, getter on a RunInfo, higher is better)
