@@ -3,7 +3,11 @@
 Runs, each as a fresh process (so both pay their start-up and imports):
   * centralized  ``dfflab centralized train`` for E epochs (no early stopping, no audit);
   * federated    ``dfflab federated run``: FedAvg, IID partition, E rounds of 1 local
-                 epoch, so the clients together see the same images as E epochs;
+                 epoch, so the clients together see the same images as E epochs.
+                 ``--clients sequential`` (default) trains one client at a time on all
+                 cores, as the centralized run does, so the ratio isolates Flower's cost;
+                 ``--clients parallel`` keeps the preset's N one-thread clients side by
+                 side (what ``dfflab federated run`` does);
 and prints the wall time of each, the ratio, and where the federated time went
 (Flower start-up: SuperLink, simulation process, Ray and its actors; client training;
 messaging and client validation; the server's evaluation).
@@ -19,6 +23,7 @@ run it on an idle one, and more than once (``--repeat``).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,14 +48,18 @@ def newest(results: Path, stage: str):
     return runs[-1]
 
 
-def one(preset: str, epochs: int, sets: list[str], results: Path) -> dict:
+def one(preset: str, epochs: int, sets: list[str], results: Path, clients: str) -> dict:
     common = ["--preset", preset, "--set", f"results={results}"] + [a for s in sets for a in ("--set", s)]
+    fed_only = []
+    if clients == "sequential":
+        cores = os.cpu_count() or 1
+        fed_only = ["--set", f"fl.client-cpus={cores}", "--set", "fl.parallel-clients=1"]
     central = run_cli(["centralized", "train", *common, "--set", f"train.epochs={epochs}",
                        "--set", f"train.patience={epochs + 1}", "--set", "train.audit=false",
                        "--name", "overhead", "--no-resume"])
     fed = run_cli(["federated", "run", *common, "--set", f"fl.rounds={epochs}", "--set", "fl.local-epochs=1",
                    "--set", "fl.partitioning=iid", "--set", "fl.strategy=fedavg", "--name", "overhead",
-                   "--quiet"])
+                   "--quiet", *fed_only])
     c, f = newest(results, "centralized"), newest(results, "federated")
     rows = [r for r in f.metrics() if r["round"] > 0]
     phases = {k: sum(float(r.get(k) or 0) for r in rows)
@@ -65,8 +74,8 @@ def one(preset: str, epochs: int, sets: list[str], results: Path) -> dict:
             "central_auroc": c.summary()["test"]["auroc"], "fed_auroc": f.summary()["test"]["auroc"]}
 
 
-def report(m: dict, epochs: int) -> None:
-    print(f"\nsame data, model and sample passes ({epochs} epochs-equivalent)")
+def report(m: dict, epochs: int, clients: str) -> None:
+    print(f"\nsame data, model and sample passes ({epochs} epochs-equivalent); federated clients {clients}")
     print(f"  centralized  wall {m['central_wall']:7.1f} s   training loop {m['central_loop']:7.1f} s   "
           f"samples {m['central_samples']}   test AUROC {m['central_auroc']:.4f}")
     print(f"  federated    wall {m['fed_wall']:7.1f} s   rounds        {m['fed_rounds']:7.1f} s   "
@@ -86,14 +95,16 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, help="epochs = rounds (default: the preset's fl.rounds)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra settings for both runs")
+    ap.add_argument("--clients", choices=("sequential", "parallel"), default="sequential",
+                    help="federated clients one at a time on all cores (default) or the preset's setting")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--results", help="where the run folders go (default: a temp folder)")
     args = ap.parse_args()
     epochs = args.epochs or load_config(args.preset, args.sets).fl.rounds
     results = Path(args.results or tempfile.mkdtemp(prefix="fl-overhead-"))
     for _ in range(args.repeat):
-        m = one(args.preset, epochs, args.sets, results)
-        report(m, epochs)
+        m = one(args.preset, epochs, args.sets, results, args.clients)
+        report(m, epochs, args.clients)
     print(f"run folders: {results / 'runs'}")
     return 0
 

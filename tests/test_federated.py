@@ -4,6 +4,7 @@ The real Flower simulation (``flwr run .``) is in ``test_federated_sim.py``.
 """
 
 import json
+import os
 import time
 import tomllib
 from pathlib import Path
@@ -25,10 +26,10 @@ from flwr.app import (
 )
 
 from dfflab.cli import main
-from dfflab.config import load_config
+from dfflab.config import ConfigError, load_config
 from dfflab.federated import client_app, task
 from dfflab.federated.compare import compare, resolve_runs, table
-from dfflab.federated.run import run_local_only
+from dfflab.federated.run import check_source_n, flwr_command, run_local_only
 from dfflab.federated.runconfig import (
     EXTRA,
     declarable_keys,
@@ -201,6 +202,22 @@ def test_pyproject_declares_the_run_config():
         comp = tomllib.load(f)["tool"]["flwr"]["app"]["components"]
     assert comp == {"serverapp": "dfflab.federated.server_app:app",
                     "clientapp": "dfflab.federated.client_app:app"}
+
+
+def test_flwr_command_sizes_the_federation(store):
+    cfg = load_config("tiny", ["fl.num-partitions=6"])
+    cmd = flwr_command(ROOT, Path("/r/flwr-run-config.toml"), cfg)
+    assert cmd[1:4] == ["run", str(ROOT), "--stream"] and "/r/flwr-run-config.toml" in cmd
+    fed = cmd[cmd.index("--federation-config") + 1].split()
+    assert "num-supernodes=6" in fed and "client-resources-num-cpus=1" in fed
+    assert f"init-args-num-cpus={max(os.cpu_count() or 1, 6)}" in fed  # all clients at once
+    cfg.fl.client_cpus, cfg.fl.parallel_clients = 2, 1
+    fed = flwr_command(ROOT, Path("r.toml"), cfg)[-1].split()
+    assert "init-args-num-cpus=2" in fed  # one client at a time on 2 cores
+    check_source_n(cfg, store)  # 6 = 2 x 3 generators
+    cfg.fl.num_partitions = 4
+    with pytest.raises(ConfigError, match="multiple of the 3 fake sources"):
+        check_source_n(cfg, store)
 
 
 def test_run_config_round_trip_with_absolute_paths(tmp_path, monkeypatch):

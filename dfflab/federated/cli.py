@@ -20,6 +20,8 @@ def register(sub) -> None:
                         epilog="e.g. dfflab federated run --set fl.strategy=fedprox --set fl.proximal-mu=0.1")
     add_config_args(p)
     _run_args(p)
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start afresh even if a crashed run of this name and settings exists")
     p.set_defaults(func=cmd_run)
 
     p = fsub.add_parser("local-only", help="baseline: each client trains alone on its partition",
@@ -59,7 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     try:
-        run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet)
+        run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet,
+                      resume=args.resume)
     except (RuntimeError, FileNotFoundError) as e:
         print(f"dfflab: {e}", file=sys.stderr)
         return 1

@@ -42,12 +42,13 @@ def _setup(msg: Message, context: Context):
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg, pid, device, store, rows, model = _setup(msg, context)
-    server_round = int(msg.content["config"]["server-round"])
+    config = msg.content["config"]
+    server_round = int(config["server-round"]) + int(config.get("round-offset", 0))  # resumed runs
     if cfg.fl.fail_client == pid and cfg.fl.fail_round in (0, server_round):
         raise RuntimeError(f"client {pid}: failure injected by fl.fail-client in round {server_round}")
     stats = task.local_train(model, store, rows["train"], cfg, device, server_round=server_round,
                              partition_id=pid,
-                             proximal_mu=float(msg.content["config"].get("proximal-mu", 0.0)))
+                             proximal_mu=float(config.get("proximal-mu", 0.0)))
     state = task.state_of(model)
     if cfg.fl.strategy in KEEPS_LOCAL_BN:
         context.state[BN_STATE] = ArrayRecord({k: state[k] for k in task.bn_keys(model)})

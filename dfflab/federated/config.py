@@ -21,7 +21,7 @@ def _f(default, help: str):
 
 @dataclass
 class FLConfig:
-    rounds: int = _f(10, "Federated rounds.")
+    rounds: int = _f(12, "Federated rounds (x local-epochs = the epochs-equivalent of train.epochs).")
     local_epochs: int = _f(1, "Client epochs per round.")
     strategy: str = _f("fedavg", "fedavg, fedprox, fedadam, fedbn, fedmedian, fedtrimmedavg or krum "
                        "(dfflab/federated/strategies.py).")
@@ -37,6 +37,8 @@ class FLConfig:
     krum_malicious: int = _f(0, "Krum: number of malicious clients f it tolerates.")
     client_cpus: int = _f(1, "CPU cores per simulated client (Ray num-cpus and the client's torch threads).")
     client_gpus: float = _f(0.0, "GPU share per simulated client (Ray num-gpus; 0 = clients on CPU).")
+    parallel_clients: int = _f(0, "Clients training at once in a simulation (Ray's CPU count = this x "
+                               "client-cpus); 0 = all N.")
     fail_client: int = _f(-1, "Failure injection (tests): this partition id raises in training (-1 = none).")
     fail_round: int = _f(0, "Failure injection: the round it raises in (0 = every round).")
 

@@ -29,24 +29,32 @@ CLIENT_VAL_KEYS = ("val_loss", "val_auroc", "val_accuracy", "val_balanced_accura
 
 
 class RoundRecorder:
-    """Collects client replies, phase times and global evaluations; writes the run's tables."""
+    """Collects client replies, phase times and global evaluations; writes the run's tables.
 
-    def __init__(self, run: Run):
+    Rounds given to it are the strategy's (1, 2, ...); a resumed run adds ``offset``,
+    the rounds finished before the crash.
+    """
+
+    def __init__(self, run: Run, offset: int = 0, samples: int = 0):
         self.run = run
         self.t0 = time.time()
-        self.samples = 0
+        self.offset, self.samples = offset, samples
         self.client_rows: list[dict[str, Any]] = []
         self.rounds: dict[int, dict[str, list[dict[str, Any]]]] = {}
         self.marks: dict[int, dict[str, float]] = {}
         self.client_states: dict[int, dict] = {}  # each client's model of the latest round
+        if offset and run.path("clients.csv").is_file():  # keep what the crashed run logged
+            with open(run.path("clients.csv"), newline="") as f:
+                self.client_rows = [r for r in csv.DictReader(f) if int(r["round"]) <= offset]
 
     def mark(self, server_round: int, event: str) -> None:
         """Time of ``start`` (clients sampled), ``train``/``evaluate`` (replies in), ``server``."""
-        self.marks.setdefault(server_round, {})[event] = time.time()
+        self.marks.setdefault(server_round + self.offset, {})[event] = time.time()
 
     def record_replies(self, server_round: int, phase: str, replies: list[Message]) -> None:
         """One ``clients.csv`` row per reply; errors are logged, not raised."""
         self.mark(server_round, phase)
+        server_round += self.offset
         rows = self.rounds.setdefault(server_round, {}).setdefault(phase, [])
         for msg in replies:
             row: dict[str, Any] = {"round": server_round, "phase": phase, "node": msg.metadata.src_node_id}
@@ -64,6 +72,7 @@ class RoundRecorder:
 
     def log_round(self, server_round: int, eval_row: dict[str, float]) -> dict[str, Any]:
         """Append the ``metrics.csv`` row of a round (after its global evaluation)."""
+        server_round += self.offset
         got = self.rounds.get(server_round, {})
         train = [r for r in got.get("train", []) if "error" not in r]
         val = [r for r in got.get("evaluate", []) if "error" not in r]
@@ -113,6 +122,25 @@ def _weighted(rows: list[dict[str, Any]], key: str) -> float:
     pairs = [(float(r["num-examples"]), float(r[key])) for r in rows if key in r]
     total = sum(w for w, _ in pairs)
     return sum(w * v for w, v in pairs) / total if total else float("nan")
+
+
+def resume_point(run: Run) -> dict | None:
+    """``last.pt`` of a crashed run (global model after its last logged round), else None.
+
+    Cuts ``metrics.csv`` back to that round. FedAdam's moments and FedBN clients' own
+    BatchNorm layers are not in it: they restart.
+    """
+    if run.finished or not run.path("last.pt").is_file():
+        return None
+    state = run.load("last.pt")
+    run.truncate_metrics(int(state["round"]) + 1)  # rows 0..round
+    return state
+
+
+def save_resume_point(run: Run, model, server_round: int, samples: int) -> None:
+    from dfflab.federated.task import state_of
+
+    run.save("last.pt", {"state": state_of(model), "round": server_round, "samples": samples})
 
 
 def open_run(cfg, meta: dict[str, str], fingerprint: str) -> Run:

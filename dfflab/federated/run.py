@@ -21,6 +21,7 @@ fresh virtual environment (``uv sync``: torch again) for each run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -30,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -136,19 +138,21 @@ def check_source_n(cfg, store) -> None:
 def flwr_command(app: Path, run_config: Path, cfg) -> list[str]:
     """The ``flwr run`` command line for ``cfg``: N clients, their CPU/GPU shares.
 
-    Ray is told the machine has at least N x ``fl.client-cpus`` CPUs so all N clients
-    train at once: on 2 cores, 3 one-thread clients side by side finish a round a
-    quarter sooner than two side by side and the third alone.
+    Ray is told the machine has ``fl.parallel-clients`` x ``fl.client-cpus`` CPUs
+    (default: enough for all N clients at once, at least the real core count): on 2
+    cores, 3 one-thread clients side by side finish a round about a quarter sooner
+    than two side by side and the third alone.
     """
     n, cpus = cfg.fl.num_partitions, cfg.fl.client_cpus
+    ray_cpus = cfg.fl.parallel_clients * cpus if cfg.fl.parallel_clients > 0 else max(os.cpu_count() or 1, n * cpus)
     fed = (f"num-supernodes={n} client-resources-num-cpus={cpus} client-resources-num-gpus={cfg.fl.client_gpus} "
-           f"init-args-num-cpus={max(os.cpu_count() or 1, n * cpus)}")
+           f"init-args-num-cpus={ray_cpus}")
     flwr = shutil.which("flwr") or str(Path(sys.executable).parent / "flwr")
     return [flwr, "run", str(app), "--stream", "--run-config", str(run_config), "--federation-config", fed]
 
 
 def run_federated(cfg, *, name: str | None = None, parent: str | None = None, note: str = "",
-                  progress: bool = True) -> Run:
+                  progress: bool = True, resume: bool = True) -> Run:
     """Run one federated training with Flower's simulation engine; returns its run folder.
 
     Args:
@@ -156,6 +160,8 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
         name: run name (default ``<strategy>-<partitioning>``).
         parent, note: recorded in config.json.
         progress: echo the rounds and results to the console.
+        resume: continue a crashed run of this name and settings from its ``last.pt``
+            (the global model after its last finished round).
 
     Raises:
         RuntimeError: the run ended without a summary (the ServerApp failed); the
@@ -168,8 +174,11 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
     store = ensure_store(cfg, progress=progress)  # once, here, so the ServerApp finds it ready
     check_source_n(cfg, store)  # a bad N fails now, not inside Flower
     name = name or f"{cfg.fl.strategy}-{cfg.fl.partitioning}"
-    run = Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
-                     fingerprint=store.fingerprint)
+    run = _crashed_run(cfg, name) if resume else None
+    if run is not None and progress:
+        print(f"resuming {run.dir} from its last.pt")
+    run = run or Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
+                            fingerprint=store.fingerprint)
     app = app_dir()
     rc = to_run_config(cfg, declared_keys(app), **{"run-dir": str(run.dir), "name": name, "note": note})
     import tomli_w  # ships with flwr
@@ -179,7 +188,8 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
     home = Path(tempfile.mkdtemp(prefix="dfflab-flwr-"))
     t0 = time.time()
     try:
-        code = _stream(cmd, app, flwr_env(home, free_port()), run.path("flower.log"), progress)
+        with _term_as_interrupt():
+            code = _stream(cmd, app, flwr_env(home, free_port()), run.path("flower.log"), progress)
     finally:  # flwr leaves its SuperLink running: stop everything that carries our FLWR_HOME
         started = [{"pid": pid, "cmd": _cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(home))]
         left = stop_processes([p["pid"] for p in started])
@@ -196,6 +206,34 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
         print(f"{name}: test AUROC {s['test']['auroc']:.4f}, accuracy {s['test']['accuracy']:.4f} "
               f"after {s['rounds_run']} rounds; {wall:.1f} s wall; run folder {run.dir}")
     return run
+
+
+def _crashed_run(cfg, name: str) -> Run | None:
+    """The newest unfinished run of ``name`` with a last.pt and the same settings."""
+    from dfflab.runs import find_unfinished
+
+    found = find_unfinished(cfg.results, STAGE, name)
+    if found is None:
+        return None
+    theirs, mine = found.config, cfg.to_dict()
+    return found if all(theirs.get(k) == mine.get(k) for k in ("data", "model", "train", "fl")) else None
+
+
+@contextlib.contextmanager
+def _term_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt meanwhile, so a killed launcher still stops its SuperLink."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _stream(cmd: list[str], cwd: Path, env: dict, log: Path, progress: bool) -> int:

@@ -7,7 +7,12 @@ override: the dfflab settings of ``results``, ``[data]``, ``[model]``, ``[train]
 ``name``, ``note``, ``base``). So::
 
     flwr run . --run-config 'preset="tiny" fl.strategy="fedprox" fl.rounds=3'
-    flwr run . --run-config dfflab/presets/tiny.toml     # a preset file (its keys)
+    flwr run . --run-config 'preset="my-preset.toml"'    # any preset file
+    flwr run . --run-config my-fl.toml                   # a TOML of declared keys only
+
+(A preset file passed whole as ``--run-config`` works only if all its keys are declared,
+so one with ``[ssl]`` or ``[gan]`` tables goes through ``preset`` instead; a
+``base = ...`` line in such a file is honoured.)
 
 Relative paths are resolved against the working directory of the process reading the
 run config (the SuperLink's), so :func:`dfflab.federated.run.run_federated` passes

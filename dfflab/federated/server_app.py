@@ -55,7 +55,12 @@ def main(grid: Grid, context: Context) -> None:
 
     device = task.device_for(cfg)
     model, init_path = task.initial_model(cfg, device)
-    recorder = records.RoundRecorder(run)
+    resume = records.resume_point(run)  # a crashed run of the same name continues
+    done = int(resume["round"]) if resume else 0
+    if resume:
+        task.load_state(model, resume["state"])
+        log(INFO, "resuming %s after round %d", run.dir, done)
+    recorder = records.RoundRecorder(run, offset=done, samples=int(resume["samples"]) if resume else 0)
     strategy = make_strategy(cfg, n, task.bn_keys(model), recorder)
     last: dict = {}
 
@@ -64,16 +69,20 @@ def main(grid: Grid, context: Context) -> None:
         recorder.mark(server_round, "server")
         task.load_state(model, arrays.to_torch_state_dict())
         last.update(task.global_eval(model, store, cfg, device))
+        if server_round == 0 and done:  # the resumed-from model: its row is already there
+            return MetricRecord({"round": float(done)})
         row = recorder.log_round(server_round, task.eval_row(last))
+        records.save_resume_point(run, model, done + server_round, recorder.samples)
         return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
 
-    # -- rounds -------------------------------------------------------------------------
-    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict())})
+    # -- rounds (the strategy counts from 1; clients add round-offset) -----------------------
+    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done})
     strategy.start(grid=grid, initial_arrays=ArrayRecord(task.state_of(model)),
-                            num_rounds=cfg.fl.rounds, timeout=6 * 3600, train_config=config,
-                            evaluate_config=config, evaluate_fn=evaluate_global)
+                   num_rounds=max(0, cfg.fl.rounds - done), timeout=6 * 3600, train_config=config,
+                   evaluate_config=config, evaluate_fn=evaluate_global)
 
     # -- final model (evaluate_global loaded it last) and summary, written once ------------
+    run.path("last.pt").unlink(missing_ok=True)  # finished: nothing to resume
     records.finish(run, cfg, store, model, last, {
         "init_path": init_path, "partition": parts, "seconds": round(time.time() - t0, 2),
         "device": str(device)}, recorder.client_states, device)
