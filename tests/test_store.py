@@ -71,3 +71,16 @@ def test_ssl_module_not_shadowed():
 def test_help_runs():
     out = subprocess.run([sys.executable, "-m", "dfflab", "--help"], capture_output=True, text=True, check=True)
     assert "data" in out.stdout and "config" in out.stdout
+
+
+def test_ensure_store_regenerates_stale_synthdff(tmp_path):
+    from dfflab.config import load_config
+    from dfflab.data import ensure_store
+
+    over = [f"data.root={tmp_path / 'synthdff'}", "data.n-real=6", "data.fake-size=32",
+            "data.real-min=32", "data.real-max=48"]
+    a = ensure_store(load_config("tiny", over), progress=False)
+    again = ensure_store(load_config("tiny", over), progress=False)
+    assert again.fingerprint == a.fingerprint  # same settings: kept
+    b = ensure_store(load_config("tiny", over + ["data.difficulty=1.5"]), progress=False)
+    assert b.fingerprint != a.fingerprint and len(b) == len(a) == 24

@@ -7,6 +7,7 @@ it is missing or stale, and opens it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -15,17 +16,30 @@ def is_synth_root(root: str | Path) -> bool:
 
 
 def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
-    """The prepared :class:`~dfflab.data.store.Store` for ``cfg``, building what is missing."""
+    """The prepared :class:`~dfflab.data.store.Store` for ``cfg``, building what is missing.
+
+    A SynthDFF root whose ``SYNTHDFF.json`` records other settings than ``cfg.data``
+    is regenerated; the store then follows (its fingerprint changes).
+    """
     from dfflab.data.store import Store, prepare
 
     root = Path(cfg.data.root)
-    if not root.exists() and is_synth_root(root):
+    if is_synth_root(root):
+        from dataclasses import asdict
+
         from dfflab.data.cli import write_synth
         from dfflab.data.synth import SynthSpec
 
         spec = SynthSpec(n_real=cfg.data.n_real, seed=0, difficulty=cfg.data.difficulty,
                          fake_size=cfg.data.fake_size, real_min=cfg.data.real_min, real_max=cfg.data.real_max)
-        write_synth(root, spec, cfg, progress=progress)
+        written = root / "SYNTHDFF.json"
+        old = json.loads(written.read_text()).get("spec") if written.is_file() else None
+        if not root.exists() or (old is not None and old != asdict(spec)):
+            # a SynthDFF made with other settings (an older difficulty, say) is replaced,
+            # so the data always matches the config that names it
+            if old is not None:
+                print(f"{root}: SynthDFF was made with {old}; regenerating with {asdict(spec)}")
+            write_synth(root, spec, cfg, progress=progress)
     out = prepare(root, cfg.store_dir, cfg.data.image_size, val_frac=cfg.data.val_frac,
                   test_frac=cfg.data.test_frac, split_seed=cfg.data.split_seed,
                   max_bad_frac=cfg.data.max_bad_frac, workers=cfg.data.workers, progress=progress)
