@@ -40,7 +40,7 @@ class PlainJPEGDataset(Dataset):
             self.reader = EntryReader()
         e = self.entries[i]
         x = crop_resize(decode(self.reader.read(e)).rgb, self.size)
-        return torch.from_numpy(x).permute(2, 0, 1), e.label
+        return torch.from_numpy(x.copy()).permute(2, 0, 1), e.label
 
 
 def main() -> None:
