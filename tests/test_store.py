@@ -84,3 +84,16 @@ def test_ensure_store_regenerates_stale_synthdff(tmp_path):
     assert again.fingerprint == a.fingerprint  # same settings: kept
     b = ensure_store(load_config("tiny", over + ["data.difficulty=1.5"]), progress=False)
     assert b.fingerprint != a.fingerprint and len(b) == len(a) == 24
+
+
+def test_ensure_store_keeps_a_synthdff_the_user_wrote(synth_root, tmp_path):
+    """A SynthDFF from `dfflab data synth` is data: other data.* settings never rewrite it."""
+    from dfflab.config import load_config
+    from dfflab.data import ensure_store
+    from dfflab.data.reader import list_entries
+
+    before = (synth_root / "SYNTHDFF.json").read_text()
+    cfg = load_config("tiny", [f"data.root={synth_root}", f"data.store={tmp_path / 'st'}", "data.n-real=6"])
+    s = ensure_store(cfg, progress=False)
+    assert (synth_root / "SYNTHDFF.json").read_text() == before
+    assert len(s) == len(list_entries(synth_root, ("wiki", "inpainting", "insight", "text2img")))

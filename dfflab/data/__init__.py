@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+AUTO_MARKER = ".made-by-ensure-store"
+
 
 def is_synth_root(root: str | Path) -> bool:
     return "synthdff" in Path(root).name.lower()
@@ -18,8 +20,10 @@ def is_synth_root(root: str | Path) -> bool:
 def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
     """The prepared :class:`~dfflab.data.store.Store` for ``cfg``, building what is missing.
 
-    A SynthDFF root whose ``SYNTHDFF.json`` records other settings than ``cfg.data``
-    is regenerated; the store then follows (its fingerprint changes).
+    A SynthDFF that this function made (it leaves ``.made-by-ensure-store``) and whose
+    ``SYNTHDFF.json`` records other settings than ``cfg.data`` is regenerated; the store
+    then follows (its fingerprint changes). One written by ``dfflab data synth`` is the
+    user's data and is used as it is, with a note.
     """
     from dfflab.data.store import Store, prepare
 
@@ -34,12 +38,18 @@ def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
                          fake_size=cfg.data.fake_size, real_min=cfg.data.real_min, real_max=cfg.data.real_max)
         written = root / "SYNTHDFF.json"
         old = json.loads(written.read_text()).get("spec") if written.is_file() else None
-        if not root.exists() or (old is not None and old != asdict(spec)):
-            # a SynthDFF made with other settings (an older difficulty, say) is replaced,
-            # so the data always matches the config that names it
-            if old is not None:
-                print(f"{root}: SynthDFF was made with {old}; regenerating with {asdict(spec)}")
+        stale = root.exists() and old is not None and old != asdict(spec)
+        if stale and (root / AUTO_MARKER).is_file():
+            # one dfflab made on demand (an older difficulty, say) is replaced, so the
+            # data always matches the config that names it
+            print(f"{root}: SynthDFF was made with {old}; regenerating with {asdict(spec)}")
+        if not root.exists() or (stale and (root / AUTO_MARKER).is_file()):
             write_synth(root, spec, cfg, progress=progress)
+            (root / AUTO_MARKER).write_text("made by dfflab on demand; remade when data.* settings change\n")
+        elif stale:
+            # one written by `dfflab data synth` is the user's data: used as it is
+            print(f"{root}: SynthDFF was made with {old}, not the config's {asdict(spec)}; "
+                  "using it as it is (`dfflab data synth` rebuilds it)")
     out = prepare(root, cfg.store_dir, cfg.data.image_size, val_frac=cfg.data.val_frac,
                   test_frac=cfg.data.test_frac, split_seed=cfg.data.split_seed,
                   max_bad_frac=cfg.data.max_bad_frac, workers=cfg.data.workers, progress=progress)

@@ -53,7 +53,7 @@ def register(sub) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
-    from dfflab.data.synth import SynthSpec, synthesize
+    from dfflab.data.synth import SynthSpec
 
     cfg = config_from_args(args)
     out = Path(args.out or cfg.data.root)
