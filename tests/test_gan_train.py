@@ -195,6 +195,7 @@ def test_evolve_chain_records_parent_and_note(gan_args, cheap_metrics, capsys):
     assert not (base.gan.spectral_norm or base.gan.projection or base.gan.cond_bn or base.gan.ema)
     assert base.gan.loss == "bce" and base.gan.diffaug == "none"
     assert snp.gan.spectral_norm and snp.gan.projection and snp.gan.loss == "hinge" and snp.gan.ema == 0
+    assert snp.gan.lr_d > snp.gan.lr_g and base.gan.lr_d == base.gan.lr_g  # TTUR comes with SN
     assert aug.gan.spectral_norm and aug.gan.diffaug != "none" and aug.gan.ema > 0  # cumulative
     assert main(["generative", "evolve", "--steps", "2", *gan_args, "--set", "gan.fid-every=0"]) == 0
     results = gan_args[gan_args.index("--set") + 1].split("=", 1)[1]

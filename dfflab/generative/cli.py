@@ -57,11 +57,12 @@ def register(sub) -> None:
     p.add_argument("--fid", action="store_true", help="also recompute FID/KID with the configured extractors")
     p.set_defaults(func=cmd_evaluate)
 
-    p = gsub.add_parser("evolve", help="train the recorded chain baseline -> +SN/projection -> +DiffAugment/EMA -> +TTUR",
+    p = gsub.add_parser("evolve", help="train the recorded chain baseline -> +SN/projection/TTUR -> +DiffAugment/EMA",
                         description="Each step is a GAN run whose parent is the previous step, with a "
-                        "note saying what changed and why; prints the FID table.")
+                        "note saying what changed and why; prints the FID table. A 4th step "
+                        "(--steps 4) replaces TTUR by 2 D steps per G step.")
     add_config_args(p)
-    p.add_argument("--steps", type=int, help="only the first N steps (default: all)")
+    p.add_argument("--steps", type=int, default=3, help="train the first N steps of the chain (default: %(default)s; 4 adds d-steps)")
     p.set_defaults(func=cmd_evolve)
 
 

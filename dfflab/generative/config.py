@@ -4,7 +4,7 @@ Every component of the GAN is a switch here, so each one's effect on FID can be
 measured by a run that flips it (``dfflab generative evolve`` records such a chain).
 The defaults are the full recipe (SNGAN/BigGAN-style, with DiffAugment and EMA);
 ``cond-bn=false projection=false spectral-norm=false loss=bce diffaug=none ema=0``
-is the plain conditional-GAN baseline.
+(with equal learning rates) is the plain conditional-GAN baseline.
 """
 
 from dataclasses import dataclass, field
@@ -28,8 +28,8 @@ class GANConfig:
     loss: str = _f("hinge", "Adversarial loss: hinge (SNGAN/BigGAN) or bce (non-saturating, DCGAN).")
     diffaug: str = _f("color,translation,cutout", "DiffAugment policy applied to real and fake D inputs (Zhao et al. 2020): comma list of color, translation, cutout; none = off.")
     ema: float = _f(0.999, "Decay of the generator's exponential moving average (0 = off; warmed up as min(decay, (1+t)/(10+t))).")
-    lr_g: float = _f(2e-4, "Generator Adam learning rate.")
-    lr_d: float = _f(2e-4, "Discriminator Adam learning rate (TTUR, Heusel et al. 2017: lr-d > lr-g, e.g. 4e-4 / 1e-4).")
+    lr_g: float = _f(1e-4, "Generator Adam learning rate.")
+    lr_d: float = _f(4e-4, "Discriminator Adam learning rate; lr-d > lr-g is TTUR (Heusel et al. 2017; 4e-4 / 1e-4 as in SAGAN, BigGAN).")
     beta1: float = _f(0.0, "Adam beta1 of both networks (0.0 for hinge/SN GANs, 0.5 for DCGAN).")
     beta2: float = _f(0.9, "Adam beta2 of both networks.")
     d_steps: int = _f(1, "Discriminator steps per generator step (n_dis; SNGAN uses 5 without TTUR).")

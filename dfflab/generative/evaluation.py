@@ -100,9 +100,9 @@ def generated_images(g, source_names: list[str], n: int, seed: int = 12345) -> d
 
 def score_generator(g, source_names: list[str], extractors: dict[str, nn.Module],
                     reference: dict[str, dict[str, torch.Tensor]], n: int, kid_subset_size: int = 100,
-                    progress: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+                    progress: bool = True, seed: int = 12345) -> dict[str, dict[str, dict[str, float]]]:
     """``{extractor: {class | overall: {fid, kid, kid_std, n_real, n_fake}}}`` with ``n`` fakes per class."""
-    images = generated_images(g, source_names, n)
+    images = generated_images(g, source_names, n, seed)
     scores = {}
     for name, ex in extractors.items():
         fake = {c: ex(x).cpu() for c, x in tqdm(images.items(), desc=f"generated features ({name})",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -31,9 +31,9 @@ from dfflab.device import (
 )
 from dfflab.generative.diffaug import make_diffaug
 from dfflab.generative.evaluation import downscale, reference_features, score_generator
-from dfflab.generative.metrics import build_extractors, per_class_scores
+from dfflab.generative.metrics import build_extractors
 from dfflab.generative.models import build_gan
-from dfflab.generative.sample import generate, save_generator, save_grid
+from dfflab.generative.sample import save_generator, save_grid, to_uint8
 from dfflab.generative.steps import GANParts, d_step, ema_update, g_step
 from dfflab.runs import Run, list_runs
 
@@ -48,7 +48,7 @@ def build_parts(cfg, num_classes: int, device: torch.device) -> GANParts:
     """Networks (+ EMA copy) and Adam optimizers for ``cfg.gan`` on ``device``."""
     gc = cfg.gan
     g, d = build_gan(gc, num_classes)
-    g, d = prepare_model(g, device), prepare_model(d, device)  # channels-last: ~1.5x on 2 CPU cores
+    g, d = prepare_model(g, device), prepare_model(d, device)  # channels-last: ~1.5x faster steps measured on this CPU
     betas = (gc.beta1, gc.beta2)
     return GANParts(g=g, d=d, opt_g=torch.optim.Adam(g.parameters(), gc.lr_g, betas=betas),
                     opt_d=torch.optim.Adam(d.parameters(), gc.lr_d, betas=betas), loss=gc.loss,
@@ -96,29 +96,57 @@ def train_epoch(parts: GANParts, batches, cfg, device: torch.device, gen: torch.
     return out | {"images": n, "seconds": secs, "img_per_s": n / max(secs, 1e-9)}, step
 
 
-# -- run bookkeeping ----------------------------------------------------------------------
+# -- the run -----------------------------------------------------------------------------
 
 
-def checkpoint_state(parts: GANParts, epoch: int, step: int, gen: torch.Generator, fixed_z: torch.Tensor,
-                     train_seconds: float) -> dict:
-    state = {"epoch": epoch, "step": step, "g": parts.g.state_dict(), "d": parts.d.state_dict(),
-             "opt_g": parts.opt_g.state_dict(), "opt_d": parts.opt_d.state_dict(),
-             "rng": gen.get_state(), "fixed_z": fixed_z.cpu(), "train_seconds": train_seconds}
-    if parts.g_ema is not None:
-        state["g_ema"] = parts.g_ema.state_dict()
-    return state
+@dataclass
+class GANFit:
+    """Everything one GAN run carries between epochs (and through ``last.pt``)."""
 
+    cfg: object
+    store: object
+    parts: GANParts
+    device: torch.device
+    gen: torch.Generator  # noise, class draws and DiffAugment
+    extractors: dict
+    reference: dict  # {extractor: {class: features}} of the held-out reals
+    fixed_z: torch.Tensor  # (grid-n, z-dim) noise of the sample grids
+    run: Run | None = None
+    epoch: int = 0  # epochs finished
+    step: int = 0  # G steps taken
+    train_seconds: float = 0.0
+    scores: dict | None = None  # the final evaluation
+    eval_seconds: float = 0.0
 
-def restore(parts: GANParts, state: dict, gen: torch.Generator) -> tuple[int, int, torch.Tensor, float]:
-    """Load a ``last.pt`` into ``parts``; returns (epochs done, G steps, fixed noise, seconds)."""
-    parts.g.load_state_dict(state["g"])
-    parts.d.load_state_dict(state["d"])
-    parts.opt_g.load_state_dict(state["opt_g"])
-    parts.opt_d.load_state_dict(state["opt_d"])
-    if parts.g_ema is not None:
-        parts.g_ema.load_state_dict(state["g_ema"])
-    gen.set_state(state["rng"])
-    return int(state["epoch"]), int(state["step"]), state["fixed_z"], float(state["train_seconds"])
+    @property
+    def names(self) -> list[str]:
+        return list(self.store.source_names)
+
+    def state(self) -> dict:
+        p = self.parts
+        state = {"epoch": self.epoch, "step": self.step, "g": p.g.state_dict(), "d": p.d.state_dict(),
+                 "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(), "rng": self.gen.get_state(),
+                 "fixed_z": self.fixed_z.cpu(), "train_seconds": self.train_seconds}
+        if p.g_ema is not None:
+            state["g_ema"] = p.g_ema.state_dict()
+        return state
+
+    def load(self, state: dict) -> None:
+        p = self.parts
+        p.g.load_state_dict(state["g"])
+        p.d.load_state_dict(state["d"])
+        p.opt_g.load_state_dict(state["opt_g"])
+        p.opt_d.load_state_dict(state["opt_d"])
+        if p.g_ema is not None:
+            p.g_ema.load_state_dict(state["g_ema"])
+        self.gen.set_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.fixed_z, self.train_seconds = state["fixed_z"], float(state["train_seconds"])
+
+    def score(self, n: int, seed: int = 12345, progress: bool = False) -> dict:
+        """FID/KID per extractor and class of ``n`` samples per class (see score_generator)."""
+        return score_generator(sampler(self.parts), self.names, self.extractors, self.reference, n,
+                               self.cfg.gan.kid_subset_size, progress, seed=seed)
 
 
 def find_resumable(results: str | Path, name: str, config: dict) -> Run | None:
@@ -133,30 +161,66 @@ def find_resumable(results: str | Path, name: str, config: dict) -> Run | None:
 
 def fixed_grid(g, fixed_z: torch.Tensor, num_classes: int) -> torch.Tensor:
     """uint8 grid images: the same ``grid-n`` noises for each class (one row per class)."""
-    per = len(fixed_z)
-    y = torch.arange(num_classes).repeat_interleave(per)
+    y = torch.arange(num_classes).repeat_interleave(len(fixed_z))
     device = next(g.parameters()).device
     was = g.training
     g.eval()
     with torch.no_grad():
         x = g(fixed_z.repeat(num_classes, 1).to(device), y.to(device))
     g.train(was)
-    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+    return to_uint8(x)
 
 
-def quick_fid(parts, source_names, extractors, reference, n: int, kid_subset: int) -> dict[str, float]:
-    """Overall FID per extractor with ``n`` fakes per class, for the metrics.csv row."""
-    g = sampler(parts)
-    row = {}
-    images = {c: generate(g, torch.full((n,), k), seed=777 + k) for k, c in enumerate(source_names)}
-    for name, ex in extractors.items():
-        fake = {c: ex(x).cpu() for c, x in images.items()}
-        s = per_class_scores(reference[name], fake, kid_subset)["overall"]
-        row["fid" if name == "inception" else f"fd_{name}"] = s["fid"]
+def fid_row(scores: dict, n: int) -> dict:
+    """metrics.csv columns of one FID check: ``fid`` (Inception), ``fd_<extractor>``, n."""
+    row = {("fid" if k == "inception" else f"fd_{k}"): v["overall"]["fid"] for k, v in scores.items()}
     return row | {"fid_n_per_class": n}
 
 
-# -- the run -----------------------------------------------------------------------------
+def setup(cfg, store, progress: bool) -> GANFit:
+    """Device, seeds, networks, extractors and the (cached) reference features."""
+    gc = cfg.gan
+    set_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    gen = seed_everything(cfg.train.seed)
+    parts = build_parts(cfg, len(store.source_names), device)
+    extractors = build_extractors(gc, cfg.results)
+    reference = reference_features(store, gc, extractors, Path(cfg.results) / "cache" / "gan-reference",
+                                   progress)
+    fixed_z = torch.randn(gc.grid_n, gc.z_dim, generator=torch.Generator().manual_seed(cfg.train.seed + 99))
+    return GANFit(cfg, store, parts, device, gen, extractors, reference, fixed_z)
+
+
+def run_epoch(f: GANFit, rows, name: str, progress: bool) -> dict:
+    """Train one epoch, check FID when due, write the grid, the row and ``last.pt``."""
+    gc = f.cfg.gan
+    batches = f.store.batches(rows, gc.batch_size, shuffle=True, seed=f.cfg.train.seed + f.epoch,
+                              drop_last=True)
+    desc = f"gan {name} epoch {f.epoch + 1}/{gc.epochs}" if progress else None
+    try:
+        stats, f.step = train_epoch(f.parts, batches, f.cfg, f.device, f.gen, f.step, desc,
+                                    len(rows) // gc.batch_size)
+    except GANDivergence as e:
+        f.run.update_record(status="diverged", diverged_at_epoch=f.epoch + 1, divergence=str(e))
+        kept = (f"the last good checkpoint (epoch {f.epoch}) is {f.run.path('last.pt')}" if f.epoch
+                else "no epoch finished, so there is no checkpoint")
+        raise GANDivergence(f"GAN training diverged: {e}. Stopped; {kept}. Try lower gan.lr-d/gan.lr-g, "
+                            "gan.spectral-norm=true or gan.loss=hinge.") from None
+    f.epoch += 1
+    f.train_seconds += stats["seconds"]
+    row = {"epoch": f.epoch, "step": f.step, **stats}
+    if f.epoch == gc.epochs:  # the final evaluation (eval-n per class) fills the last row
+        t0 = time.time()
+        f.scores = f.score(gc.eval_n, progress=progress)
+        f.eval_seconds = time.time() - t0
+        row |= fid_row(f.scores, gc.eval_n)
+    elif gc.fid_every > 0 and f.epoch % gc.fid_every == 0:
+        row |= fid_row(f.score(gc.fid_train_n, seed=777), gc.fid_train_n)
+    save_grid(f.run.path(f"samples_epoch{f.epoch}.png"), fixed_grid(sampler(f.parts), f.fixed_z, len(f.names)),
+              nrow=gc.grid_n)
+    f.run.log_metrics(row)  # before last.pt: a crash in between re-runs this epoch
+    f.run.save("last.pt", f.state())
+    return row
 
 
 def train_gan(cfg, *, name: str, parent: str | None = None, note: str = "", store=None,
@@ -179,76 +243,33 @@ def train_gan(cfg, *, name: str, parent: str | None = None, note: str = "", stor
     from dfflab.data import ensure_store
 
     gc = cfg.gan
-    # ---- setup
-    set_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
     store = store if store is not None else ensure_store(cfg, progress=progress)
-    gen = seed_everything(cfg.train.seed)
-    names = list(store.source_names)
-    parts = build_parts(cfg, len(names), device)
-    extractors = build_extractors(gc, cfg.results)
-    reference = reference_features(store, gc, extractors, Path(cfg.results) / "cache" / "gan-reference",
-                                   progress)
-    train_rows = store.select("train")
-    if len(train_rows) < gc.batch_size:
-        raise ValueError(f"gan.batch-size={gc.batch_size} exceeds the {len(train_rows)} train images")
-
-    config = cfg.to_dict()
-    run = find_resumable(cfg.results, name, config) if resume else None
-    epoch0, step, train_secs = 0, 0, 0.0
-    fixed_z = torch.randn(gc.grid_n, gc.z_dim, generator=torch.Generator().manual_seed(cfg.train.seed + 99))
-    if run is not None:
-        epoch0, step, fixed_z, train_secs = restore(parts, run.load("last.pt"), gen)
-        run.truncate_metrics(epoch0)
-        print(f"resuming {run.dir} after epoch {epoch0}")
+    rows = store.select("train")
+    if len(rows) < gc.batch_size:
+        raise ValueError(f"gan.batch-size={gc.batch_size} exceeds the {len(rows)} train images")
+    f = setup(cfg, store, progress)
+    f.run = find_resumable(cfg.results, name, cfg.to_dict()) if resume else None
+    if f.run is not None:
+        f.load(f.run.load("last.pt"))
+        f.run.truncate_metrics(f.epoch)
+        print(f"resuming {f.run.dir} after epoch {f.epoch}")
     else:
-        run = Run.create(cfg.results, STAGE, name, config, parent=parent, note=note,
-                         fingerprint=store.fingerprint,
-                         extra={"extractors": {k: getattr(v, "path", "") for k, v in extractors.items()}})
-
-    # ---- training
-    steps_per_epoch = len(train_rows) // gc.batch_size
-    scores, eval_secs = None, 0.0
-    for epoch in range(epoch0, gc.epochs):
-        batches = store.batches(train_rows, gc.batch_size, shuffle=True, seed=cfg.train.seed + epoch,
-                                drop_last=True)
-        desc = f"gan {name} epoch {epoch + 1}/{gc.epochs}" if progress else None
-        try:
-            stats, step = train_epoch(parts, batches, cfg, device, gen, step, desc, steps_per_epoch)
-        except GANDivergence as e:
-            run.update_record(status="diverged", diverged_at_epoch=epoch + 1, divergence=str(e))
-            raise GANDivergence(f"GAN training diverged: {e}. Stopped; the last good checkpoint "
-                                f"(epoch {epoch}) is {run.path('last.pt')}. Try lower gan.lr-d/gan.lr-g, "
-                                "gan.spectral-norm=true or gan.loss=hinge.") from None
-        train_secs += stats["seconds"]
-        row = {"epoch": epoch + 1, "step": step, **stats}
-        if epoch + 1 == gc.epochs:  # the final evaluation (eval-n per class) fills the last row
-            t0 = time.time()
-            scores = score_generator(sampler(parts), names, extractors, reference, gc.eval_n,
-                                     gc.kid_subset_size, progress)
-            eval_secs = time.time() - t0
-            row |= {"fid": scores["inception"]["overall"]["fid"], "fid_n_per_class": gc.eval_n}
-            row |= {f"fd_{k}": v["overall"]["fid"] for k, v in scores.items() if k != "inception"}
-        elif gc.fid_every > 0 and (epoch + 1) % gc.fid_every == 0:
-            row |= quick_fid(parts, names, extractors, reference, gc.fid_train_n, gc.kid_subset_size)
-        save_grid(run.path(f"samples_epoch{epoch + 1}.png"), fixed_grid(sampler(parts), fixed_z, len(names)),
-                  nrow=gc.grid_n)
-        run.log_metrics(row)  # before last.pt: a crash in between re-runs this epoch
-        run.save("last.pt", checkpoint_state(parts, epoch + 1, step, gen, fixed_z, train_secs))
+        f.run = Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
+                           fingerprint=store.fingerprint,
+                           extra={"extractors": {k: getattr(v, "path", "") for k, v in f.extractors.items()}})
+    while f.epoch < gc.epochs:
+        row = run_epoch(f, rows, name, progress)
         if progress:
-            print(f"epoch {epoch + 1}: d_loss {stats['d_loss']:.3f} g_loss {stats.get('g_loss', float('nan')):.3f}"
+            print(f"epoch {f.epoch}: d_loss {row['d_loss']:.3f} g_loss {row.get('g_loss', float('nan')):.3f}"
                   + (f" fid {row['fid']:.1f}" if "fid" in row else ""))
-
-    # ---- outputs
-    if scores is None:  # resumed after the last epoch's checkpoint: only the evaluation is left
+    if f.scores is None:  # resumed after the last epoch's checkpoint: only the evaluation is left
         t0 = time.time()
-        scores = score_generator(sampler(parts), names, extractors, reference, gc.eval_n,
-                                 gc.kid_subset_size, progress)
-        eval_secs = time.time() - t0
-    save_generator(run.path("generator.pt"), sampler(parts), gc.g_width, names, gan_cfg=asdict(gc),
-                   ema=parts.g_ema is not None, run=run.name)
-    run.write_summary(summary(run, scores, gc, train_secs, eval_secs, step, extractors))
-    return run
+        f.scores = f.score(gc.eval_n, progress=progress)
+        f.eval_seconds = time.time() - t0
+    save_generator(f.run.path("generator.pt"), sampler(f.parts), gc.g_width, f.names, gan_cfg=asdict(gc),
+                   ema=f.parts.g_ema is not None, run=f.run.name)
+    f.run.write_summary(summary(f.run, f.scores, gc, f.train_seconds, f.eval_seconds, f.step, f.extractors))
+    return f.run
 
 
 def summary(run: Run, scores: dict, gc, train_secs: float, eval_secs: float, step: int, extractors) -> dict:
