@@ -51,3 +51,36 @@ def test_checkpoint_round_trips(tmp_path):
         init_backbone(fresh, str(run), load_config("quick").model)
     with pytest.raises(ValueError, match="not a detector"):
         load_detector(run / "backbone.pt")
+
+
+def test_prepare_model_swaps_strided_pointwise_convs_for_an_exact_equivalent():
+    """Same outputs, gradients and state-dict keys as nn.Conv2d (see SubsampledPointwiseConv)."""
+    import copy
+
+    from dfflab.device import SubsampledPointwiseConv, prepare_model
+
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1, stride=2, bias=False), torch.nn.Conv2d(16, 4, 3))
+    fixed = prepare_model(copy.deepcopy(ref), torch.device("cpu"))
+    assert type(fixed[0]) is SubsampledPointwiseConv and type(fixed[1]) is torch.nn.Conv2d
+    assert fixed.state_dict().keys() == ref.state_dict().keys()
+    x = torch.rand(17, 8, 16, 16)
+    ref(x).square().sum().backward()
+    fixed(x.contiguous(memory_format=torch.channels_last)).square().sum().backward()
+    assert torch.allclose(fixed[0].weight.grad, ref[0].weight.grad, atol=1e-4)
+    assert torch.allclose(fixed(x), ref(x), atol=1e-5)
+
+
+def test_odd_batches_train_with_two_threads():
+    """torch 2.14.1 on CPU corrupted the heap here before prepare_model's swap (run apart: it crashes)."""
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom dfflab.config import load_config\nfrom dfflab.models import build_detector\n"
+            "from dfflab.device import prepare_model\ntorch.set_num_threads(2)\n"
+            "m = prepare_model(build_detector(load_config('tiny').model), torch.device('cpu'))\n"
+            "for bs in (17, 33, 3):\n"
+            "    m(torch.rand(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()\n"
+            "print('trained')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "trained" in out.stdout, out.stderr[-2000:]
