@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from dfflab.runs import Run, read_json, write_json
+from dfflab.runs import Run, find_finished, read_json, write_json
 
 STAGES: list[tuple[str, str]] = [
     ("data", "synthesize (SynthDFF) and prepare the store"),
@@ -236,12 +236,15 @@ def stage_federated(p: Pipeline) -> dict:
     ]
     prev = parent
     for name, over, note in plan:
-        run = run_federated(with_settings(p.cfg, over), name=name, parent=prev, note=note,
-                            progress=p.progress)
+        cfg = with_settings(p.cfg, over)
+        # runs that finished before a crash of this stage are kept, not trained again
+        run = find_finished(cfg.results, "federated", name, cfg) or run_federated(
+            cfg, name=name, parent=prev, note=note, progress=p.progress)
         out[name] = run
         prev = Path(str(run.dir if isinstance(run, Run) else run)).name
-    out["local-only"] = run_local_only(
-        with_settings(p.cfg, {"fl.partitioning": "source"}), name="local-only", parent=parent,
+    cfg = with_settings(p.cfg, {"fl.partitioning": "source"})
+    out["local-only"] = find_finished(cfg.results, "federated", "local-only", cfg) or run_local_only(
+        cfg, name="local-only", parent=parent,
         note="Each client trains alone on its own generator: the lower bound federation must beat.",
         progress=p.progress)
     return out
@@ -260,10 +263,18 @@ def stage_uq(p: Pipeline) -> dict:
 
 
 def stage_generative(p: Pipeline) -> dict:
+    from dfflab.generative.detector_eval import evaluate_gan
     from dfflab.generative.evolve import run_evolution
 
-    chain = run_evolution(p.cfg, store=p.get_store(), progress=p.progress)
-    return {"evolution": chain}
+    store = p.get_store()
+    chain = run_evolution(p.cfg, store=store, progress=p.progress)
+    out = {"evolution": chain}
+    scratch = p.run_dir("centralized", "scratch")
+    last = chain.summary()["chain"][-1]["run"]
+    if scratch and last:  # how often the detector takes the final GAN's images for real
+        out["detector-eval"] = evaluate_gan(p.cfg, Path(p.cfg.results) / "runs" / last, store,
+                                            Path(scratch) / "detector.pt", progress=p.progress)
+    return out
 
 
 def stage_report(p: Pipeline) -> dict:

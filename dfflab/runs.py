@@ -261,6 +261,15 @@ def list_runs(results: Path | str, stage: str | None = None) -> list[Run]:
     return runs
 
 
+def find_finished(results: Path | str, stage: str, name: str, cfg) -> Run | None:
+    """The newest finished run of ``stage``/``name`` made with config ``cfg`` (to reuse it)."""
+    want = cfg.to_dict()
+    for run in reversed(list_runs(results, stage)):
+        if run.record.get("name") == name and run.finished and run.config == want:
+            return run
+    return None
+
+
 def find_unfinished(results: Path | str, stage: str, name: str) -> Run | None:
     """The newest run of ``stage``/``name`` that has a checkpoint but no summary (crashed)."""
     for run in reversed(list_runs(results, stage)):

@@ -125,54 +125,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
     from dfflab.data import ensure_store
-    from dfflab.device import resolve_device, set_threads
-    from dfflab.generative.detector_eval import (
-        augmented_logo,
-        find_detector,
-        fooling_rates,
-    )
-    from dfflab.generative.sample import load_generator
-    from dfflab.runs import Run
+    from dfflab.generative.detector_eval import evaluate_gan, find_detector
 
     cfg = config_from_args(args)
-    set_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
     try:
         gan_dir = Path(args.run) if args.run else newest_gan_run(cfg.results)
-        g, _ = load_generator(gan_dir, device)
         store = ensure_store(cfg)
         detector = args.detector or find_detector(cfg.results, store.fake_sources)
         if detector is None:
             raise FileNotFoundError("no detector: run `dfflab centralized train` or pass --detector")
+        run = evaluate_gan(cfg, gan_dir, store, detector, n=args.n,
+                           augment_n=args.augment_n if args.augment else 0, fid=args.fid)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"dfflab: {e}", file=sys.stderr)
         return 1
-    run = Run.create(cfg.results, "generative", "detector-eval", cfg.to_dict(), parent=gan_dir.name,
-                     note=f"fooling rate{' + GAN-augmented LOGO' if args.augment else ''} of {gan_dir.name}",
-                     fingerprint=store.fingerprint)
-    out = {"gan_run": str(gan_dir), "fooling": fooling_rates(detector, g, store, args.n, device)}
+    out = run.summary()
     print_fooling(out["fooling"])
-    if args.fid:
-        out["scores"] = rescore(cfg, g, store)
-    if args.augment:
-        out["augmented_logo"] = augmented_logo(cfg, g, store, run, args.augment_n)
-        for h, m in out["augmented_logo"]["held_out"].items():
-            run.log_metrics({"held_out": h, **{k: v for k, v in m.items() if k != "runs"}})
-            print(f"LOGO held out {h:<11} AUROC {m['auroc_base']:.4f} -> {m['auroc_gan']:.4f} "
-                  f"({m['delta']:+.4f}) with GAN fakes")
-    run.write_summary(out)
+    for h, m in out.get("augmented_logo", {}).get("held_out", {}).items():
+        print(f"LOGO held out {h:<11} AUROC {m['auroc_base']:.4f} -> {m['auroc_gan']:.4f} "
+              f"({m['delta']:+.4f}) with GAN fakes")
     print(f"run folder: {run.dir}")
     return 0
-
-
-def rescore(cfg, g, store) -> dict:
-    """FID/KID of ``g`` with the extractors ``cfg.gan`` configures (e.g. another SSL backbone)."""
-    from dfflab.generative.evaluation import reference_features, score_generator
-    from dfflab.generative.metrics import build_extractors
-
-    ex = build_extractors(cfg.gan, cfg.results)
-    ref = reference_features(store, cfg.gan, ex, Path(cfg.results) / "cache" / "gan-reference")
-    return score_generator(g, list(store.source_names), ex, ref, cfg.gan.eval_n, cfg.gan.kid_subset_size)
 
 
 def print_fooling(f: dict) -> None:

@@ -189,3 +189,39 @@ def augmented_logo(cfg, g, store, run: Run, n_per_class: int, progress: bool = T
     return {"held_out": table, "mean_delta": float(np.mean(deltas)), "gan_per_class": n_per_class,
             "note": "GAN images upsampled from the GAN's size to the store's; fold h adds no gan-h "
                     "images, but the GAN was trained on all sources (its weights saw h)."}
+
+
+# -- the evaluation run ---------------------------------------------------------------------
+
+
+def evaluate_gan(cfg, gan_dir: str | Path, store, detector: str | Path, *, n: int = 500,
+                 augment_n: int = 0, fid: bool = False, progress: bool = True) -> Run:
+    """A ``generative/detector-eval`` run: fooling rates, optionally GAN-augmented LOGO and FID.
+
+    ``augment_n`` > 0 runs the LOGO experiment with that many generated fakes per class.
+    """
+    from dfflab.device import resolve_device, set_threads
+    from dfflab.generative.sample import load_generator
+
+    set_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    gan_dir = Path(gan_dir)
+    g, _ = load_generator(gan_dir, device)
+    run = Run.create(cfg.results, "generative", "detector-eval", cfg.to_dict(), parent=gan_dir.name,
+                     note=f"fooling rate{' + GAN-augmented LOGO' if augment_n else ''} of {gan_dir.name}",
+                     fingerprint=store.fingerprint)
+    out = {"gan_run": str(gan_dir), "fooling": fooling_rates(detector, g, store, n, device)}
+    if fid:
+        from dfflab.generative.evaluation import reference_features, score_generator
+        from dfflab.generative.metrics import build_extractors
+
+        ex = build_extractors(cfg.gan, cfg.results)
+        ref = reference_features(store, cfg.gan, ex, Path(cfg.results) / "cache" / "gan-reference")
+        out["scores"] = score_generator(g, list(store.source_names), ex, ref, cfg.gan.eval_n,
+                                        cfg.gan.kid_subset_size, progress)
+    if augment_n:
+        out["augmented_logo"] = augmented_logo(cfg, g, store, run, augment_n, progress)
+        for h, m in out["augmented_logo"]["held_out"].items():
+            run.log_metrics({"held_out": h, **{k: v for k, v in m.items() if k != "runs"}})
+    run.write_summary(out)
+    return run

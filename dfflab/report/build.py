@@ -262,18 +262,52 @@ class ReportBuilder:
 
     def gan(self) -> list[str]:
         lines = ["## 8. Conditional GAN", ""]
-        runs = self.stage("generative")
+        runs = [r for r in self.stage("generative") if _gan_fid(r) is not None]
         if not runs:
             return lines + ["Not run (`dfflab generative train`).", ""]
-        rows = [[r.name, r.parent or "", _gan_fid(r), get(r.summary, "seconds"), r.note] for r in runs]
-        lines += _table(["run", "parent", "FID (Inception)", "seconds", "note"], rows) + [""]
+        last = runs[-1]
+        n_gen, n_ref = get(last.summary, "generated_per_class"), get(last.summary, "reference_per_class", {})
+        lines += [f"FID/KID against held-out reals of each class ({n_gen} generated per class vs "
+                  f"{', '.join(f'{c} {n}' for c, n in n_ref.items())} real); FD-SSL is the Fréchet "
+                  "distance in the SSL backbone's feature space (no value: no SSL run was found).", ""]
+        rows = [[r.name, r.parent or "", _gan_fid(r), get(r.summary, "kid_inception_overall"),
+                 get(r.summary, "fid_ssl_overall"), get(r.summary, "train_seconds"), r.note] for r in runs]
+        lines += _table(["run", "parent", "FID (Inception)", "KID (Inception)", "FD-SSL", "train seconds",
+                         "note"], rows) + [""]
+        classes = [c for c in get(last.summary, "scores.inception", {}) if c != "overall"]
+        if classes:
+            lines += [f"Per class, {last.name}:", ""]
+            lines += _table(["class", "FID", "KID", "FD-SSL"],
+                            [[c, get(last.summary, f"fid_inception_{c}"), get(last.summary, f"kid_inception_{c}"),
+                              get(last.summary, f"fid_ssl_{c}")] for c in classes]) + [""]
         p = plots.metric_over_epochs(runs, ["fid"], self.plots / "gan_fid.png", title="FID during training")
         if p:
             lines += [f"![FID over training](plots/{p.name})", ""]
-        last = runs[-1]
-        grids = sorted(last.run.dir.glob("samples_epoch*.png"))
+        grids = sorted(last.run.dir.glob("samples_epoch*.png"), key=lambda f: int(f.stem[len("samples_epoch"):]))
         if grids:
-            lines += _img(self.plots, grids[-1], "gan_samples.png", f"samples of {last.name}")
+            lines += _img(self.plots, grids[-1], "gan_samples.png", f"samples of {last.name} (one row per class)")
+        return lines + self.gan_vs_detector()
+
+    def gan_vs_detector(self) -> list[str]:
+        evals = [r for r in self.stage("generative") if r.name == "detector-eval"]
+        if not evals:
+            return []
+        r = evals[-1]
+        f = get(r.summary, "fooling", {})
+        lines = [f"### Against the detector ({r.name}, GAN run {r.parent})", "",
+                 f"Share called real by {f.get('detector')} at its validation threshold "
+                 f"{fmt(f.get('threshold'))}; GAN images ({f.get('gan_image_size')} px) are upsampled to "
+                 f"the detector's {f.get('detector_image_size')} px, and held-out test images sent through the "
+                 "same down- and up-sampling are the control.", ""]
+        rows = [[c, m.get("fooling_rate"), m.get("n_generated"), m.get("called_real_test_native"),
+                 m.get("called_real_test_resampled")] for c, m in get(f, "per_class", {}).items()]
+        lines += _table(["class", "generated called real", "n generated", "test images called real (native)",
+                         "test images called real (resampled)"], rows) + [""]
+        logo = get(r.summary, "augmented_logo.held_out")
+        if logo:
+            lines += ["GAN-augmented leave-one-generator-out (test AUROC on the held-out generator):", ""]
+            lines += _table(["held out", "without GAN fakes", "with GAN fakes", "change"],
+                            [[h, m["auroc_base"], m["auroc_gan"], m["delta"]] for h, m in logo.items()]) + [""]
         return lines
 
     def evolution(self) -> list[str]:
@@ -283,7 +317,9 @@ class ReportBuilder:
         chains: dict[str, list[tuple[str, float | None]]] = {}
         labels = {}
         for stage, (label, getter, higher) in HEADLINES.items():
-            runs = [r for r in self.stage(stage) if not r.name.startswith(("le-", "crossgen-", "ens-"))]
+            # chain members only: sweep cells and tables without the headline metric are left out
+            runs = [r for r in self.stage(stage) if not r.name.startswith(("le-", "crossgen-", "ens-"))
+                    and getter(r) is not None]
             if not runs:
                 continue
             labels[stage] = label

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from dfflab.config import ConfigError
-from dfflab.runs import Run, atomic_write_text, list_runs, write_json
-from dfflab.ssl.sweep import derive, find_finished, markdown_table, open_sweep
+from dfflab.runs import Run, atomic_write_text, find_finished, list_runs, write_json
+from dfflab.ssl.sweep import derive, markdown_table, open_sweep
 
 
 def label_efficiency(cfg, ssl_runs: list[str] | None = None, *, seeds: int = 1, note: str = "",

@@ -30,15 +30,6 @@ def open_sweep(cfg: Config, stage: str, name: str, spec: dict[str, Any], *, fing
     return run, {}
 
 
-def find_finished(results, stage: str, name: str, cfg: Config) -> Run | None:
-    """The newest finished run of ``stage``/``name`` whose config is ``cfg``."""
-    want = cfg.to_dict()
-    for run in reversed(list_runs(results, stage)):
-        if run.record.get("name") == name and run.finished and run.config == want:
-            return run
-    return None
-
-
 def derive(cfg: Config, overrides: dict[str, Any]) -> Config:
     """A copy of ``cfg`` with ``{"ssl.views": "crop", ...}`` applied."""
     out = config_from_dict(cfg.to_dict())

@@ -11,10 +11,10 @@ that run's note, so the choice of ``ssl.views``' default is on record.
 from __future__ import annotations
 
 from dfflab.config import ConfigError
-from dfflab.runs import atomic_write_text, write_json
+from dfflab.runs import atomic_write_text, find_finished, write_json
 from dfflab.ssl.methods import METHODS
 from dfflab.ssl.pretrain import pretrain
-from dfflab.ssl.sweep import derive, find_finished, markdown_table, open_sweep
+from dfflab.ssl.sweep import derive, markdown_table, open_sweep
 from dfflab.ssl.views import make_view
 
 COLUMNS = ("knn_real_fake_bacc_val", "knn_real_fake_auroc_val", "knn_source_acc_val",
