@@ -89,7 +89,7 @@ class Recorder:
     def mark(self, server_round, event):
         pass
 
-    def record_replies(self, server_round, phase, replies):
+    def record_replies(self, server_round, phase, replies, sent=(), rejected=()):
         self.seen.append((server_round, phase, [m.has_error() for m in replies]))
 
 

@@ -29,10 +29,14 @@ def fed(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("fed")
     root = tmp / "synthdff"
-    write_synth(root, SynthSpec(n_real=120, seed=3, difficulty=2.0, fake_size=48, real_min=40, real_max=90),
+    # the config describes the data exactly (seed 0 is what ensure_store synthesizes with), so
+    # nothing may take this SynthDFF for a stale one and rewrite it with the tiny preset's
+    # settings (which once made this run train on other data and fail the objective test)
+    write_synth(root, SynthSpec(n_real=120, seed=0, difficulty=2.0, fake_size=48, real_min=40, real_max=90),
                 load_config("tiny"), progress=False)
     cfg = load_config("tiny", [
-        f"data.root={root}", f"results={tmp / 'results'}", "data.image-size=48", "train.batch-size=8",
+        f"data.root={root}", f"results={tmp / 'results'}", "data.n-real=120", "data.difficulty=2.0",
+        "data.fake-size=48", "data.real-min=40", "data.real-max=90", "data.image-size=48", "train.batch-size=8",
         "train.seed=1", "fl.rounds=2", "fl.local-epochs=4", "fl.num-partitions=3",
         "fl.partitioning=source", "fl.strategy=fedavg", "fl.fail-client=2", "fl.fail-round=2"])
     run = run_federated(cfg, name="sim-test", progress=False)

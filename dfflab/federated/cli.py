@@ -1,4 +1,4 @@
-"""``dfflab federated run|local-only|partition-plot`` and ``dfflab compare RUN...``."""
+"""``dfflab federated run|local-only|deploy-local|robustness|partition-plot``, ``dfflab compare RUN...``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,32 @@ def register(sub) -> None:
     add_config_args(p)
     _run_args(p)
     p.set_defaults(func=cmd_local_only)
+
+    p = fsub.add_parser("deploy-local", help="run on Flower's deployment engine on this machine (TLS, auth)",
+                        description="Start a flower-superlink (TLS with a generated CA, SuperNode "
+                        "authentication) and fl.num-partitions flower-supernodes on loopback, each with its "
+                        "own partition and registered key; check that an unregistered SuperNode is refused; "
+                        "run `flwr run .` against it; stop every process it started.",
+                        epilog="e.g. dfflab federated deploy-local --preset tiny --kill 2@1 "
+                        "--set fl.min-nodes=2 --set fl.wait-nodes=60")
+    add_config_args(p)
+    _run_args(p)
+    p.add_argument("--kill", metavar="P@R", help="SIGKILL SuperNode P while it trains in round R, then "
+                   "restart it (set fl.min-nodes below N; fl.wait-nodes lets it rejoin)")
+    p.add_argument("--no-unregistered-check", action="store_true",
+                   help="skip starting a SuperNode with an unregistered key")
+    p.set_defaults(func=cmd_deploy_local)
+
+    p = fsub.add_parser("robustness", help="table: clean vs attacked test AUROC per strategy (simulation)",
+                        description="For 1 of 4 and 2 of 6 malicious IID clients, run each strategy clean "
+                        "and under each attack (dfflab/federated/robustness.py); writes robustness.md/.csv "
+                        "in a run folder and prints the table.")
+    add_config_args(p)
+    p.add_argument("--strategies", default="fedavg,fedmedian,fedtrimmedavg,krum", help="comma-separated")
+    p.add_argument("--attacks", default="label-flip,scale,nan", help="comma-separated (see fl.attack)")
+    p.add_argument("--settings", default="4:1,6:2", help="N:m pairs, m of N clients malicious")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_robustness)
 
     p = fsub.add_parser("partition-plot", help="plot and print the clients' data per source",
                         description="Bar chart (flwr-datasets) and table of the training images per client "
@@ -116,4 +142,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 1
     print(markdown(table(runs)))
     print(f"figures and table: {out}")
+    return 0
+
+
+def cmd_deploy_local(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.federated.deploy import deploy_local
+
+    cfg = config_from_args(args)
+    kill = None
+    if args.kill:
+        node, _, rnd = args.kill.partition("@")
+        kill = (int(node), int(rnd or 1))
+    try:
+        run = deploy_local(cfg, name=args.name, note=args.note, progress=not args.quiet, kill=kill,
+                           check_unregistered=not args.no_unregistered_check)
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
+    un = run.record["deploy"].get("unregistered")
+    if un and not args.quiet:
+        print(f"unregistered SuperNode: {'refused' if un['refused'] else 'NOT refused'} "
+              f"(exit code {un['returncode']})")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.federated.robustness import robustness
+
+    settings = tuple(tuple(int(v) for v in pair.split(":")) for pair in args.settings.split(","))
+    try:
+        robustness(config_from_args(args), strategies=tuple(args.strategies.split(",")),
+                   attacks=tuple(args.attacks.split(",")), settings=settings, progress=not args.quiet)
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
     return 0

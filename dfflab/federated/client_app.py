@@ -4,17 +4,20 @@ Each message carries the global weights (``arrays``) and the resolved dfflab con
 (``config["dfflab-config"]``); the client's partition is ``partition-id`` of
 ``num-partitions`` from its node config. FedBN clients keep their BatchNorm layers in
 ``context.state`` between rounds and load only the other weights from the server.
+Test hooks: ``fl.fail-client`` raises or hangs (``fl.fail-mode``); the clients of
+``fl.malicious`` attack (:mod:`dfflab.federated.attacks`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from dfflab.config import config_from_dict
-from dfflab.federated import task
+from dfflab.federated import attacks, task
 from dfflab.federated.strategies import KEEPS_LOCAL_BN
 
 app = ClientApp()
@@ -44,16 +47,28 @@ def train(msg: Message, context: Context) -> Message:
     cfg, pid, device, store, rows, model = _setup(msg, context)
     config = msg.content["config"]
     server_round = int(config["server-round"]) + int(config.get("round-offset", 0))  # resumed runs
-    if cfg.fl.fail_client == pid and cfg.fl.fail_round in (0, server_round):
-        raise RuntimeError(f"client {pid}: failure injected by fl.fail-client in round {server_round}")
+    _inject_failure(cfg, pid, server_round)
+    start = {k: v.clone() for k, v in task.state_of(model).items()}  # state_of may alias the weights
     stats = task.local_train(model, store, rows["train"], cfg, device, server_round=server_round,
-                             partition_id=pid,
-                             proximal_mu=float(config.get("proximal-mu", 0.0)))
+                             partition_id=pid, proximal_mu=float(config.get("proximal-mu", 0.0)),
+                             flip_labels=attacks.attacks_labels(cfg, pid))
     state = task.state_of(model)
     if cfg.fl.strategy in KEEPS_LOCAL_BN:
         context.state[BN_STATE] = ArrayRecord({k: state[k] for k in task.bn_keys(model)})
+    if pid in attacks.malicious_ids(cfg):
+        state = attacks.poison(state, start, cfg.fl.attack, cfg.fl.attack_scale)
     metrics = MetricRecord({"num-examples": len(rows["train"]), "partition-id": pid, **stats})
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+
+
+def _inject_failure(cfg, pid: int, server_round: int) -> None:
+    """``fl.fail-client``: raise, or hang past the server's round timeout."""
+    if cfg.fl.fail_client != pid or cfg.fl.fail_round not in (0, server_round):
+        return
+    if cfg.fl.fail_mode == "hang":
+        time.sleep(cfg.fl.hang_seconds)
+        return
+    raise RuntimeError(f"client {pid}: failure injected by fl.fail-client in round {server_round}")
 
 
 @app.evaluate()

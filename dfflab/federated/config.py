@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 # Kept here (no flwr / datasets import) so the launcher can check names cheaply.
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedmedian", "fedtrimmedavg", "krum")
 PARTITIONINGS = ("source", "iid", "dirichlet")
+ATTACKS = ("label-flip", "scale", "nan", "inf")
+FAIL_MODES = ("raise", "hang")
 
 
 def _f(default, help: str):
@@ -39,16 +41,40 @@ class FLConfig:
     client_gpus: float = _f(0.0, "GPU share per simulated client (Ray num-gpus; 0 = clients on CPU).")
     parallel_clients: int = _f(0, "Clients training at once in a simulation (Ray's CPU count = this x "
                                "client-cpus); 0 = all N.")
-    fail_client: int = _f(-1, "Failure injection (tests): this partition id raises in training (-1 = none).")
-    fail_round: int = _f(0, "Failure injection: the round it raises in (0 = every round).")
+    fraction_evaluate: float = _f(1.0, "Share of clients that validate the global model each round "
+                                  "(0 = no client-side evaluation, only the server's).")
+    min_nodes: int = _f(0, "Fewest clients a round needs to start and to aggregate (0 = all N). Below N, "
+                        "a round goes on without crashed, failing or late clients.")
+    wait_nodes: float = _f(0.0, "Seconds each round waits for all N clients to be connected (a restarted "
+                           "node rejoining) before it starts with the fl.min-nodes there are.")
+    round_timeout: float = _f(0.0, "Seconds the server waits for a round's replies; late ones are left "
+                              "out (0 = 6 hours).")
+    fail_client: int = _f(-1, "Failure injection (tests): this partition id fails in training (-1 = none).")
+    fail_round: int = _f(0, "Failure injection: the round it fails in (0 = every round).")
+    fail_mode: str = _f("raise", "Failure injection: raise (an exception) or hang (sleep fl.hang-seconds "
+                        "before training: a client that times out).")
+    hang_seconds: float = _f(600.0, "Failure injection: how long a hanging client sleeps.")
+    malicious: list = field(default_factory=list, metadata={"help": "Partition ids of malicious clients, e.g. \"0,2\" (dfflab/federated/attacks.py)."})
+    attack: str = _f("label-flip", "What malicious clients do: label-flip (train on flipped labels), scale "
+                     "(send global + attack-scale x their update), nan or inf (non-finite weights).")
+    attack_scale: float = _f(-10.0, "Scale attack: factor on the malicious update (negative = against "
+                             "the descent direction).")
 
 
 def check_names(fl: FLConfig) -> None:
     """Raise ConfigError naming ``fl.strategy`` / ``fl.partitioning`` when unknown."""
     from dfflab.config import ConfigError  # dfflab.config imports this module
 
-    for key, value, known in (("strategy", fl.strategy, STRATEGIES), ("partitioning", fl.partitioning, PARTITIONINGS)):
+    for key, value, known in (("strategy", fl.strategy, STRATEGIES), ("partitioning", fl.partitioning, PARTITIONINGS),
+                              ("attack", fl.attack, ATTACKS), ("fail-mode", fl.fail_mode, FAIL_MODES)):
         if value not in known:
             raise ConfigError(f"fl.{key}: unknown '{value}' (known: {', '.join(known)})")
     if fl.num_partitions < 1:
         raise ConfigError(f"fl.num-partitions must be at least 1, got {fl.num_partitions}")
+    bad = [p for p in fl.malicious if not str(p).isdigit() or int(p) >= fl.num_partitions]
+    if bad:
+        raise ConfigError(f"fl.malicious: {bad} are not partition ids 0..{fl.num_partitions - 1}")
+    if not 0 <= fl.min_nodes <= fl.num_partitions:
+        raise ConfigError(f"fl.min-nodes={fl.min_nodes}: must be in 0..fl.num-partitions ({fl.num_partitions})")
+    if not 0.0 <= fl.fraction_evaluate <= 1.0:
+        raise ConfigError(f"fl.fraction-evaluate={fl.fraction_evaluate}: must be in [0, 1]")

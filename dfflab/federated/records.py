@@ -6,10 +6,12 @@ the centralized baseline's epochs), the server's evaluation of the global model 
 the centralized metrics (``val_auroc``, ``val_threshold``, ``test_accuracy``,
 ``test_balanced_accuracy``, ``test_auroc``, ``test_auroc_<source>``), the clients'
 aggregated ``train_loss`` and local ``client_val_*`` metrics, ``clients`` (partition ids
-that trained), ``failures``, where the round's time went (``train_phase_s`` with the
+whose update was aggregated) and ``nodes`` (their SuperNode ids, same order),
+``rejected`` (partition ids whose update held NaN/Inf), ``failures`` (error replies
+and replies missing at the round timeout), where the round's time went (``train_phase_s`` with the
 slowest client's ``client_compute_s`` in it, ``eval_phase_s``, ``server_eval_s``) and
 ``seconds`` since the first evaluation. ``clients.csv`` has one row per client, round
-and phase (train / evaluate), failures included with their error.
+and phase (train / evaluate), failures included with their error (or ``rejected``).
 """
 
 from __future__ import annotations
@@ -51,22 +53,37 @@ class RoundRecorder:
         """Time of ``start`` (clients sampled), ``train``/``evaluate`` (replies in), ``server``."""
         self.marks.setdefault(server_round + self.offset, {})[event] = time.time()
 
-    def record_replies(self, server_round: int, phase: str, replies: list[Message]) -> None:
-        """One ``clients.csv`` row per reply; errors are logged, not raised."""
+    def record_replies(self, server_round: int, phase: str, replies: list[Message],
+                       sent: dict[str, int] | None = None, rejected: set[int] | None = None) -> None:
+        """One ``clients.csv`` row per reply, and per node in ``sent`` that never replied.
+
+        Args:
+            sent: ``{message id: node id}`` of the round's instructions (a node without
+                a reply timed out; an error the SuperLink sends for a node is its node's).
+            rejected: ``id()`` of the replies the server refused (non-finite values).
+        """
         self.mark(server_round, phase)
         server_round += self.offset
+        sent = sent or {}
         rows = self.rounds.setdefault(server_round, {}).setdefault(phase, [])
         for msg in replies:
-            row: dict[str, Any] = {"round": server_round, "phase": phase, "node": msg.metadata.src_node_id}
+            node = sent.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+            row: dict[str, Any] = {"round": server_round, "phase": phase, "node": node}
             if msg.has_error():
                 row.update({"partition-id": "", "error": error_line(msg.error.reason)})
             else:
                 metrics = next(iter(msg.content.metric_records.values()))
                 row.update({k: metrics[k] for k in ("partition-id", *sorted(metrics)) if k in metrics})
-                if phase == "train":  # a copy: robust strategies pop arrays while aggregating
+                if id(msg) in (rejected or set()):
+                    row["rejected"] = "non-finite values (NaN/Inf) in the update"
+                elif phase == "train":  # a copy: robust strategies pop arrays while aggregating
                     arrays = next(iter(msg.content.array_records.values()))
                     self.client_states[int(metrics["partition-id"])] = arrays.to_torch_state_dict()
             rows.append(row)
+        replied = {r["node"] for r in rows}
+        for node in [n for n in sent.values() if n not in replied]:
+            rows.append({"round": server_round, "phase": phase, "node": node, "partition-id": "",
+                         "error": "no reply within the round timeout (fl.round-timeout)"})
         self.client_rows += rows
         self._write_clients()
 
@@ -74,7 +91,7 @@ class RoundRecorder:
         """Append the ``metrics.csv`` row of a round (after its global evaluation)."""
         server_round += self.offset
         got = self.rounds.get(server_round, {})
-        train = [r for r in got.get("train", []) if "error" not in r]
+        train = [r for r in got.get("train", []) if "error" not in r and "rejected" not in r]
         val = [r for r in got.get("evaluate", []) if "error" not in r]
         self.samples += int(sum(r.get("images", 0) for r in train))
         row: dict[str, Any] = {"round": server_round, "samples": self.samples, **eval_row,
@@ -82,6 +99,8 @@ class RoundRecorder:
         for key in CLIENT_VAL_KEYS:  # the clients' own validation data
             row[f"client_{key}"] = _weighted(val, key)
         row["clients"] = ";".join(str(p) for p in sorted(int(r["partition-id"]) for r in train))
+        row["nodes"] = ";".join(str(r["node"]) for r in sorted(train, key=lambda r: int(r["partition-id"])))
+        row["rejected"] = ";".join(str(r["partition-id"]) for r in got.get("train", []) if "rejected" in r)
         row["failures"] = sum("error" in r for phase in got.values() for r in phase)
         row.update(self._phase_times(server_round, train))
         row["seconds"] = round(time.time() - self.t0, 2)

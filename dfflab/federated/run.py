@@ -167,24 +167,10 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
         RuntimeError: the run ended without a summary (the ServerApp failed); the
             message holds the end of ``flower.log``.
     """
-    from dfflab.data import ensure_store
-
-    cfg = absolute_paths(copy.deepcopy(cfg))
-    check_names(cfg.fl)
-    store = ensure_store(cfg, progress=progress)  # once, here, so the ServerApp finds it ready
-    check_source_n(cfg, store)  # a bad N fails now, not inside Flower
     name = name or f"{cfg.fl.strategy}-{cfg.fl.partitioning}"
-    run = _crashed_run(cfg, name) if resume else None
-    if run is not None and progress:
-        print(f"resuming {run.dir} from its last.pt")
-    run = run or Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
-                            fingerprint=store.fingerprint)
+    cfg, run, rc_path = prepare_run(cfg, name, note, progress, parent=parent, resume=resume)
     app = app_dir()
-    rc = to_run_config(cfg, declared_keys(app), **{"run-dir": str(run.dir), "name": name, "note": note})
-    import tomli_w  # ships with flwr
-
-    atomic_write_text(run.path("flwr-run-config.toml"), tomli_w.dumps(rc))
-    cmd = flwr_command(app, run.path("flwr-run-config.toml"), cfg)
+    cmd = flwr_command(app, rc_path, cfg)
     home = Path(tempfile.mkdtemp(prefix="dfflab-flwr-"))
     t0 = time.time()
     try:
@@ -206,6 +192,32 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
         print(f"{name}: test AUROC {s['test']['auroc']:.4f}, accuracy {s['test']['accuracy']:.4f} "
               f"after {s['rounds_run']} rounds; {wall:.1f} s wall; run folder {run.dir}")
     return run
+
+
+def prepare_run(cfg, name: str, note: str = "", progress: bool = True, *, parent: str | None = None,
+                resume: bool = False) -> tuple[object, Run, Path]:
+    """(cfg with absolute paths, run folder, its ``flwr-run-config.toml``) of a Flower run.
+
+    Prepares the store once, here, so the ServerApp and ClientApps find it ready, and
+    checks N before Flower starts. With ``resume``, a crashed run of ``name`` with the
+    same settings is continued instead of a new folder.
+    """
+    from dfflab.data import ensure_store
+
+    cfg = absolute_paths(copy.deepcopy(cfg))
+    check_names(cfg.fl)
+    store = ensure_store(cfg, progress=progress)
+    check_source_n(cfg, store)  # a bad N fails now, not inside Flower
+    run = _crashed_run(cfg, name) if resume else None
+    if run is not None and progress:
+        print(f"resuming {run.dir} from its last.pt")
+    run = run or Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
+                            fingerprint=store.fingerprint)
+    rc = to_run_config(cfg, declared_keys(app_dir()), **{"run-dir": str(run.dir), "name": name, "note": note})
+    import tomli_w  # ships with flwr
+
+    atomic_write_text(run.path("flwr-run-config.toml"), tomli_w.dumps(rc))
+    return cfg, run, run.path("flwr-run-config.toml")
 
 
 def _crashed_run(cfg, name: str) -> Run | None:
@@ -243,6 +255,7 @@ def _stream(cmd: list[str], cwd: Path, env: dict, log: Path, progress: bool) -> 
         try:
             for line in proc.stdout:
                 f.write(line)
+                f.flush()  # others watch the log (deploy's fault injection)
                 if progress and SHOWN.search(line):
                     print(_plain(line), end="", flush=True)
             return proc.wait()

@@ -78,7 +78,7 @@ def main(grid: Grid, context: Context) -> None:
     # -- rounds (the strategy counts from 1; clients add round-offset) -----------------------
     config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done})
     strategy.start(grid=grid, initial_arrays=ArrayRecord(task.state_of(model)),
-                   num_rounds=max(0, cfg.fl.rounds - done), timeout=6 * 3600, train_config=config,
+                   num_rounds=max(0, cfg.fl.rounds - done), timeout=cfg.fl.round_timeout or 6 * 3600, train_config=config,
                    evaluate_config=config, evaluate_fn=evaluate_global)
 
     # -- final model (evaluate_global loaded it last) and summary, written once ------------

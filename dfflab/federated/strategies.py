@@ -16,16 +16,21 @@ fedtrimmedavg  coordinate-wise trimmed mean, ``fl.trim-beta`` cut from each tail
 krum           Krum (Blanchard et al. 2017), tolerating ``fl.krum-malicious`` clients.
 =============  ==================================================================
 
-Every strategy samples all N clients each round (``min-train-nodes = N``), so runs are
-deterministic; a client whose reply is an error is left out of that round's aggregate.
+Every strategy samples all connected clients each round and needs ``fl.min-nodes`` of
+them (all N by default, so simulated runs are deterministic). A client whose reply is
+an error, arrives after ``fl.round-timeout`` or holds a NaN/Inf is left out of that
+round's aggregate, in every strategy (:class:`Guarded`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
+from logging import WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.common import log
 from flwr.serverapp.strategy import (
     FedAdam,
     FedAvg,
@@ -40,6 +45,7 @@ from flwr.serverapp.strategy.strategy_utils import (
     aggregate_metricrecords,
 )
 
+from dfflab.federated.attacks import is_finite
 from dfflab.federated.config import STRATEGIES as NAMES
 from dfflab.federated.config import check_names
 
@@ -93,43 +99,79 @@ assert tuple(STRATEGIES) == NAMES, "dfflab/federated/config.py lists other strat
 KEEPS_LOCAL_BN = {"fedbn"}
 
 
-class Recording:
-    """Strategy mixin: shows every round's replies to a recorder before aggregating."""
+class Guarded:
+    """Strategy mixin: drops non-finite replies before aggregating; reports every round.
 
-    def __init__(self, *args: Any, recorder: Any, **kwargs: Any) -> None:
+    Args:
+        recorder: if given, gets ``mark(round, "start")``, ``record_replies(round, phase,
+            replies, sent={message id: node id}, rejected=reply ids)`` each round
+            (:class:`dfflab.federated.records.RoundRecorder`).
+    """
+
+    def __init__(self, *args: Any, recorder: Any = None, num_nodes: int = 0, wait_nodes: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recorder = recorder
+        self.num_nodes, self.wait_nodes = num_nodes, wait_nodes
+        self.sent: dict[str, list[Message]] = {}  # phase -> the instructions (ids set when sent)
 
-    def configure_train(self, server_round: int, *args: Any, **kwargs: Any):
-        self.recorder.mark(server_round, "start")
-        return super().configure_train(server_round, *args, **kwargs)
+    def configure_train(self, server_round: int, arrays, config, grid):
+        if self.recorder is not None:
+            self.recorder.mark(server_round, "start")
+        deadline = time.time() + self.wait_nodes  # give a restarted node the chance to rejoin
+        while len(list(grid.get_node_ids())) < self.num_nodes and time.time() < deadline:
+            time.sleep(1.0)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.sent["train"] = messages
+        return messages
+
+    def configure_evaluate(self, server_round: int, *args: Any, **kwargs: Any):
+        messages = list(super().configure_evaluate(server_round, *args, **kwargs))
+        self.sent["evaluate"] = messages
+        return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
-        self.recorder.record_replies(server_round, "train", replies)
-        return super().aggregate_train(server_round, replies)
+        bad = [m for m in replies if not m.has_error() and not finite_reply(m)]
+        if bad:
+            log(WARNING, "round %d: rejected %d update(s) with NaN/Inf values from node(s) %s",
+                server_round, len(bad), [m.metadata.src_node_id for m in bad])
+        self._record(server_round, "train", replies, {id(m) for m in bad})
+        return super().aggregate_train(server_round, [m for m in replies if all(m is not b for b in bad)])
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
-        self.recorder.record_replies(server_round, "evaluate", replies)
+        self._record(server_round, "evaluate", replies, set())
         return super().aggregate_evaluate(server_round, replies)
+
+    def _record(self, server_round: int, phase: str, replies: list[Message], rejected: set[int]) -> None:
+        if self.recorder is not None:
+            sent = {m.metadata.message_id: m.metadata.dst_node_id for m in self.sent.get(phase, [])}
+            self.recorder.record_replies(server_round, phase, replies, sent=sent, rejected=rejected)
+
+
+def finite_reply(msg: Message) -> bool:
+    """Whether every array of a reply is finite (no NaN / Inf)."""
+    return all(is_finite(a.numpy() for a in rec.values()) for rec in msg.content.array_records.values())
 
 
 def make_strategy(cfg, num_nodes: int, bn_keys: set[str], recorder: Any = None) -> Strategy:
-    """The strategy ``cfg.fl.strategy`` names, sampling all ``num_nodes`` clients each round.
+    """The strategy ``cfg.fl.strategy`` names, guarded against non-finite updates.
+
+    Each round samples every connected client (``fraction-train = 1``) and waits for at
+    least ``fl.min-nodes`` (0 = ``num_nodes``); ``fl.fraction-evaluate`` of them validate.
 
     Args:
         bn_keys: the model's BatchNorm state-dict keys (FedAdam averages their buffers).
-        recorder: if given, gets ``mark(round, "start")`` and ``record_replies(round, phase,
-            replies)`` each round (:class:`dfflab.federated.records.RoundRecorder`).
+        recorder: see :class:`Guarded`.
     """
     check_names(cfg.fl)
     cls, extra = STRATEGIES[cfg.fl.strategy]
-    kwargs = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=num_nodes,
-                  min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes,
+    need = cfg.fl.min_nodes or num_nodes
+    evaluating = cfg.fl.fraction_evaluate > 0
+    kwargs = dict(fraction_train=1.0, fraction_evaluate=cfg.fl.fraction_evaluate, min_train_nodes=need,
+                  min_evaluate_nodes=need if evaluating else 0, min_available_nodes=need,
                   train_metrics_aggr_fn=aggregate_metrics, evaluate_metrics_aggr_fn=aggregate_metrics,
                   **extra(cfg, bn_keys))
-    if recorder is None:
-        return cls(**kwargs)
-    recorded = type(f"Recorded{cls.__name__}", (Recording, cls), {})
-    return recorded(recorder=recorder, **kwargs)
+    guarded = type(f"Guarded{cls.__name__}", (Guarded, cls), {})
+    return guarded(recorder=recorder, num_nodes=num_nodes, wait_nodes=cfg.fl.wait_nodes, **kwargs)

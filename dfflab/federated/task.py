@@ -134,20 +134,25 @@ def _round_schedule(opt, cfg, server_round: int, steps: int):
 
 
 def local_train(model: nn.Module, store, rows: np.ndarray, cfg, device: torch.device, *,
-                server_round: int, partition_id: int, proximal_mu: float = 0.0) -> dict[str, float]:
+                server_round: int, partition_id: int, proximal_mu: float = 0.0,
+                flip_labels: bool = False) -> dict[str, float]:
     """``fl.local-epochs`` epochs on a client's rows; returns train_loss, images, seconds.
 
     Args:
         server_round: 1-based round (positions the learning-rate schedule and seeds).
         proximal_mu: FedProx's mu; 0 trains plain FedAvg-style.
+        flip_labels: train on real <-> fake swapped (a label-flipping attacker).
     """
+    from dfflab.federated.attacks import flip_labels as flipped
+
     t = cfg.train
     if len(rows) == 0:
         raise ValueError(f"client {partition_id} has no training rows")
     steps, drop_last = steps_per_epoch(len(rows), t.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = _round_schedule(opt, cfg, server_round, steps)
-    loss_fn = detection_loss(store.labels[rows], t.balance, device)
+    labels = 1 - store.labels[rows] if flip_labels else store.labels[rows]
+    loss_fn = detection_loss(labels, t.balance, device)
     extra = proximal_term(model, proximal_mu) if proximal_mu > 0 else None
     augment = make_augment(t.augment)
     loss_sum, images, seconds = 0.0, 0, 0.0
@@ -156,8 +161,9 @@ def local_train(model: nn.Module, store, rows: np.ndarray, cfg, device: torch.de
         seed = (t.seed * 1_000_003 + partition_id * 10_007 + (server_round - 1) * cfg.fl.local_epochs + e)
         torch.manual_seed(seed)  # dropout
         gen = torch.Generator().manual_seed(seed)  # augmentation
-        order = epoch_rows(rows, store.labels, t.balance, seed)
-        stats = train_one_epoch(model, store.batches(order, t.batch_size, drop_last=drop_last), opt,
+        order = epoch_rows(rows, 1 - store.labels if flip_labels else store.labels, t.balance, seed)
+        batches = store.batches(order, t.batch_size, drop_last=drop_last)
+        stats = train_one_epoch(model, flipped(batches) if flip_labels else batches, opt,
                                 loss_fn, device, scheduler=sched, augment=augment, gen=gen,
                                 extra_loss=extra, amp=t.amp, total=steps)
         loss_sum += stats["loss"] * stats["images"]
