@@ -262,11 +262,21 @@ def list_runs(results: Path | str, stage: str | None = None) -> list[Run]:
 
 
 def find_finished(results: Path | str, stage: str, name: str, cfg) -> Run | None:
-    """The newest finished run of ``stage``/``name`` made with config ``cfg`` (to reuse it)."""
+    """The newest finished run of ``stage``/``name`` made with config ``cfg`` (to reuse it).
+
+    A run recorded before a setting existed counts as made with that setting's default.
+    """
+    from dfflab.config import ConfigError, config_from_dict
+
     want = cfg.to_dict()
     for run in reversed(list_runs(results, stage)):
-        if run.record.get("name") == name and run.finished and run.config == want:
-            return run
+        if run.record.get("name") != name or not run.finished:
+            continue
+        try:
+            if config_from_dict(run.config).to_dict() == want:
+                return run
+        except ConfigError:  # a setting that no longer exists: not comparable
+            continue
     return None
 
 

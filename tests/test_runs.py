@@ -65,3 +65,18 @@ def test_checkpoints_load_weights_only(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_find_finished_reuses_runs_recorded_before_a_setting_existed(tmp_path):
+    from dfflab.config import load_config
+    from dfflab.runs import find_finished
+
+    cfg = load_config("tiny", [f"results={tmp_path}"])
+    old = cfg.to_dict()
+    del old["model"]["dropout"]  # as if recorded before model.dropout was added (tiny keeps its default)
+    run = Run.create(tmp_path, "centralized", "scratch", old)
+    assert find_finished(tmp_path, "centralized", "scratch", cfg) is None  # not finished yet
+    run.write_summary({"ok": 1})
+    assert find_finished(tmp_path, "centralized", "scratch", cfg).dir == run.dir
+    other = load_config("tiny", [f"results={tmp_path}", "model.dropout=0.5"])
+    assert find_finished(tmp_path, "centralized", "scratch", other) is None
