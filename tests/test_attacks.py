@@ -165,3 +165,16 @@ def test_malicious_client_sends_the_scaled_or_non_finite_update(store, tmp_path)
     assert honest.norm() > 0
     assert torch.allclose(sent["scale"][key] - start[key], -4 * honest, atol=1e-5)  # same seed: same training
     assert torch.isnan(sent["nan"][key]).all()
+
+
+def test_failure_injection_raises_or_hangs():
+    import time
+
+    cfg = load_config("tiny", ["fl.fail-client=1", "fl.fail-round=2", "fl.fail-mode=hang", "fl.hang-seconds=0.3"])
+    t0 = time.time()
+    client_app._inject_failure(cfg, 1, 2)  # a client that times out: sleeps, then goes on
+    assert time.time() - t0 >= 0.3
+    client_app._inject_failure(cfg, 1, 1)  # other rounds and clients: nothing
+    client_app._inject_failure(cfg, 0, 2)
+    with pytest.raises(RuntimeError, match="failure injected"):
+        client_app._inject_failure(load_config("tiny", ["fl.fail-client=1"]), 1, 5)

@@ -6,8 +6,9 @@ SuperLink with TLS and ``--enable-supernode-auth``, 3 registered SuperNodes on t
 tiny store, a SuperNode with an unregistered key (refused), 2 rounds; SuperNode 2 is
 SIGKILLed while it trains in round 1 and restarted once the SuperLink has marked it
 offline. With ``fl.min-nodes=2`` the round goes on with the other two; round 2 waits
-(``fl.wait-nodes``) for the restarted node, which rejoins with its node id. Clients skip their own validation (``fl.fraction-evaluate=0``) to halve
-the process starts.
+(``fl.wait-nodes``) for the restarted node, which rejoins with its node id; client 0
+raises in round 2 (``fl.fail-client``) and is left out of it. Clients skip their own
+validation (``fl.fraction-evaluate=0``) to halve the process starts.
 """
 
 import csv
@@ -29,7 +30,8 @@ ROUND_TIMEOUT = 90
 def deployed(store, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deploy")
     cfg = tiny(store, tmp, "fl.rounds=2", "fl.num-partitions=3", "fl.partitioning=source", "fl.min-nodes=2",
-               f"fl.round-timeout={ROUND_TIMEOUT}", "fl.wait-nodes=60", "fl.fraction-evaluate=0")
+               f"fl.round-timeout={ROUND_TIMEOUT}", "fl.wait-nodes=60", "fl.fraction-evaluate=0",
+               "fl.fail-client=0", "fl.fail-round=2")
     run = deploy_local(cfg, name="deploy-test", progress=False, kill=(2, 1))
     return run, run.record["deploy"]
 
@@ -67,13 +69,22 @@ def test_killed_supernode_round_goes_on_and_restarted_node_rejoins(deployed):
     assert events == ["killed", "restarted"], dep["events"]
     rows = {r["round"]: r for r in run.metrics()}
     assert str(rows[1]["clients"]) == "0;1" and rows[1]["failures"] >= 1  # node 2 died mid-round
-    assert str(rows[2]["clients"]) == "0;1;2"  # the restarted node 2 took part again
-    assert str(rows[2]["nodes"]).split(";")[2] == str(dep["nodes"]["2"])  # as itself (same key, same id)
+    assert str(rows[2]["clients"]) == "1;2"  # the restarted node 2 took part again; 0 raised
+    assert str(rows[2]["nodes"]).split(";")[1] == str(dep["nodes"]["2"])  # as itself (same key, same id)
     with open(run.path("clients.csv"), newline="") as f:
         failed = [r for r in csv.DictReader(f) if r["round"] == "1" and r.get("error")]
     # the SuperLink's "Node Unavailable" (missed heartbeats) or no reply by fl.round-timeout
     assert [int(r["node"]) for r in failed] == [dep["nodes"]["2"]], failed
     assert any(k in failed[0]["error"] for k in ("Node Unavailable", "no reply")), failed
+
+
+def test_client_that_raises_is_left_out_of_its_round(deployed):
+    run, dep = deployed
+    with open(run.path("clients.csv"), newline="") as f:
+        failed = [r for r in csv.DictReader(f) if r["round"] == "2" and r.get("error")]
+    assert [int(r["node"]) for r in failed] == [dep["nodes"]["0"]], failed
+    assert "failure injected by fl.fail-client in round 2" in failed[0]["error"]
+    assert run.summary()["failures"] == 2  # node 2 in round 1, client 0 in round 2
 
 
 def test_deployment_leaves_no_process_behind(deployed):

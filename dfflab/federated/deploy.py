@@ -75,6 +75,10 @@ class LocalFederation:
         self.node_ids: dict[int, int] = {}  # partition id -> SuperNode id
         self.started: list[dict] = []  # every process seen, for the run record
 
+    def say(self, text: str) -> None:
+        if self.progress:
+            print(text, flush=True)
+
     # -- processes ------------------------------------------------------------------
     def env(self, home: str = "cli") -> dict[str, str]:
         env = flwr_env(self.home / home, free_port())
@@ -102,6 +106,7 @@ class LocalFederation:
             f'address = "127.0.0.1:{self.port}"\nroot-certificates = "{self.tls.ca}"\n')
         self._wait(lambda: self._flwr_json(["supernode", "list"], quiet=True) is not None, 60,
                    "the SuperLink did not answer", "superlink")
+        self.say(f"SuperLink on https://127.0.0.1:{self.port} (CA {self.tls.ca}), SuperNode auth on")
 
     def register(self, pid: int) -> int:
         """Make partition ``pid``'s key pair and register it; returns its SuperNode id."""
@@ -110,6 +115,7 @@ class LocalFederation:
         if not out or not out.get("success"):
             raise RuntimeError(f"flwr supernode register {public} failed: {out}")
         self.keys[pid], self.node_ids[pid] = private, int(out["node-id"])
+        self.say(f"registered {public.name} as SuperNode {self.node_ids[pid]} (partition {pid})")
         return self.node_ids[pid]
 
     def start_supernode(self, pid: int, key: Path | None = None, name: str | None = None) -> subprocess.Popen:
@@ -145,6 +151,7 @@ class LocalFederation:
             return want <= {n["node-id"] for n in out.get("nodes", []) if n.get("status") == "online"}
 
         self._wait(online, timeout, f"not all {self.n} SuperNodes came online", "node0")
+        self.say(f"{self.n} SuperNodes online")
 
     def status(self, pid: int) -> str:
         """The SuperLink's status of partition ``pid``'s node (online, offline, registered)."""

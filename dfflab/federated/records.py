@@ -188,12 +188,18 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
     save_detector(run.path("detector.pt"), model, cfg.model, store.image_size, threshold=last_eval["threshold"],
                   source_names=store.source_names, **meta)
     val_rows = task.global_rows(store, cfg)["val"]
+    saved, unusable = [], []
     for pid, state in sorted((client_states or {}).items()):
         client = task.new_model(cfg, device)
         task.load_state(client, state)
-        _, _, thr = task.test(client, store, val_rows, device, amp=cfg.train.amp)
+        try:
+            _, _, thr = task.test(client, store, val_rows, device, amp=cfg.train.amp)
+        except ValueError:  # a malicious client's (scaled) model may score NaN: no detector
+            unusable.append(pid)
+            continue
         save_detector(run.path(f"detector_client{pid}.pt"), client, cfg.model, store.image_size,
                       threshold=thr, source_names=store.source_names, partition_id=pid, **meta)
+        saved.append(pid)
     rows = run.metrics()
     summary = {"test": last_eval["test"], "test_per_source": last_eval["test_per_source"],
                "val": last_eval["val"], "threshold": last_eval["threshold"],
@@ -204,7 +210,8 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
                "failures": sum(int(r.get("failures") or 0) for r in rows),
                "init": cfg.train.init, "model": asdict(cfg.model),
                "checkpoint": str(run.path("detector.pt")),
-               "client_checkpoints": [f"detector_client{p}.pt" for p in sorted(client_states or {})],
+               "client_checkpoints": [f"detector_client{p}.pt" for p in saved],
+               "clients_without_checkpoint": unusable,
                **extra}
     run.write_summary(summary)
     return summary

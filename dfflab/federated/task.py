@@ -178,14 +178,19 @@ def test(model: nn.Module, store, rows: np.ndarray, device: torch.device, *, thr
     """(overall metrics incl. loss, {source: metrics}, threshold) on ``rows``.
 
     ``threshold=None`` chooses it on these rows (max balanced accuracy), as on val.
+    A model wrecked by an attack may score NaN: such scores count as 0.5 (no
+    information) and ``nonfinite_frac`` says how many there were.
     """
     loss_fn = nn.BCEWithLogitsLoss()
     overall, _, pred = evaluate(model, store.batches(rows, EVAL_BATCH), device, store.source_names,
                                 amp=amp, loss_fn=loss_fn)
-    thr = choose_threshold(pred.probs, pred.labels) if threshold is None else threshold
-    metrics = binary_metrics(pred.probs, pred.labels, thr)
+    bad = ~torch.isfinite(torch.as_tensor(pred.probs))
+    probs = torch.where(bad, 0.5, torch.as_tensor(pred.probs))
+    thr = choose_threshold(probs, pred.labels) if threshold is None else threshold
+    metrics = binary_metrics(probs, pred.labels, thr)
     metrics["loss"] = overall["loss"]
-    return metrics, per_source_metrics(pred.probs, pred.labels, pred.source_ids, store.source_names, thr), thr
+    metrics["nonfinite_frac"] = float(bad.float().mean()) if len(bad) else 0.0
+    return metrics, per_source_metrics(probs, pred.labels, pred.source_ids, store.source_names, thr), thr
 
 
 def global_eval(model: nn.Module, store, cfg, device: torch.device) -> dict:
