@@ -224,6 +224,10 @@ class ReportBuilder:
                                          self.plots / "ssl_knn.png", title="kNN accuracy on val during SSL")
             if p:
                 lines += [f"![kNN during pretraining](plots/{p.name})", ""]
+        views = [r for r in self.stage("ssl-views") if r.file("views_experiment.md").is_file()]
+        if views:  # `dfflab ssl compare-views`: the evidence for ssl.views' default
+            text = views[-1].file("views_experiment.md").read_text().strip()
+            lines += [text.replace("# SSL views experiment", "### Views experiment"), ""]
         le = self.stage("label-efficiency")
         if le:
             x = le[-1]

@@ -23,8 +23,9 @@ class SSLConfig:
     lr: float = _f(2e-3, "Peak learning rate (AdamW, linear warmup + cosine decay).")
     weight_decay: float = _f(1e-4, "AdamW weight decay.")
     warmup_epochs: float = _f(1.0, "Linear warmup length in epochs.")
-    views: str = _f("shift", "View recipe (dfflab/ssl/views.py): shift (flip + integer translation; "
-                    "the default, chosen by the views experiment because it keeps pixel artifacts), "
+    views: str = _f("shift", "View recipe (dfflab/ssl/views.py): shift (flip + integer translation: "
+                    "the default, because it moves pixels without altering them, and the views "
+                    "experiment, results/ssl-views-experiment.md, found no recipe better by kNN real/fake), "
                     "jitter (+ colour jitter, greyscale), patch (two half-size windows + jitter), crop (+ mild resized crop), imagenet (SimCLR's colour jitter, grey, blur, heavy crop).")
     reals_only: bool = _f(False, "Pretrain on the training split's reals only (no fake ever seen).")
     temperature: float = _f(0.5, "SimCLR NT-Xent temperature (0.5: SimCLR appendix B.9, CIFAR-10 scale).")

@@ -10,8 +10,10 @@ Recipes (``ssl.views``):
 
 ``shift``     flip + integer translation (reflect padding). Pure pixel moves: upsampling
               grids, blending seams and noise statistics survive intact. The default —
-              a deepfake detector needs exactly those artifacts, and the views experiment
-              (``dfflab ssl compare-views``) scores it against the others by kNN accuracy.
+              a deepfake detector needs exactly those artifacts. The views experiment
+              (``dfflab ssl compare-views``; results/ssl-views-experiment.md) scores it
+              against the others by kNN accuracy: on SynthDFF quick no recipe beat it,
+              and none gave frozen features that separate real from fake.
 ``jitter``    ``shift`` + colour jitter (0.4, 0.4, 0.4, 0.1; p 0.8) and greyscale (p 0.2):
               takes away the colour-histogram shortcut of instance discrimination
               (SimCLR sec. 3) with a per-image colour map that moves no pixel, so spatial
