@@ -178,3 +178,17 @@ def test_failure_injection_raises_or_hangs():
     client_app._inject_failure(cfg, 0, 2)
     with pytest.raises(RuntimeError, match="failure injected"):
         client_app._inject_failure(load_config("tiny", ["fl.fail-client=1"]), 1, 5)
+
+
+def test_robustness_cells_and_table():
+    from dfflab.federated.robustness import _ids, markdown, setting_cfg
+
+    cfg = load_config("tiny")
+    c = setting_cfg(cfg, "fedtrimmedavg", 6, 2, "scale")
+    assert c.fl.malicious == ["0", "1"] and c.fl.attack == "scale" and c.fl.num_partitions == 6
+    assert int(c.fl.trim_beta * 6) == 2 and c.fl.krum_malicious == 2 and c.fl.partitioning == "iid"
+    assert setting_cfg(cfg, "fedavg", 4, 1, None).fl.malicious == []
+    rows = [{"strategy": "fedavg", "n": 4, "attack": a, "test_auroc": v} for a, v in (("clean", 0.9), ("scale", 0.5))]
+    md = markdown(rows, attacks=("scale",), settings=((4, 1),))
+    assert md.splitlines()[0] == "| strategy | clean N=4 | scale 1/4 |" and "| fedavg | 0.900 | 0.500 |" in md
+    assert _ids(0) == ["0"] and _ids("0;2") == ["0", "2"] and _ids("") == []

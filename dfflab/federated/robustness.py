@@ -6,7 +6,8 @@ run and one run per attack (:mod:`dfflab.federated.attacks`); Krum is told f = m
 FedTrimmedAvg cuts ``trim-beta`` so that at least m clients go from each tail. Every
 run is an ordinary federated run folder (its ``parent`` is the table's run), so
 ``dfflab compare`` can draw any of them. The table's run folder holds
-``robustness.csv``, ``robustness.md`` and ``summary.json``.
+``robustness.csv``, ``robustness.md`` and ``summary.json``; :func:`write_table` rebuilds
+them from the cells' folders without retraining.
 
     dfflab federated robustness --preset tiny
     dfflab federated robustness --preset tiny --attacks scale,nan --strategies fedavg,krum
@@ -46,24 +47,40 @@ def robustness(cfg, *, strategies=STRATEGIES, attacks=ATTACKS, settings=SETTINGS
 
     table_run = Run.create(cfg.results, STAGE, "robustness", cfg.to_dict(),
                            note="clean vs attacked test AUROC per strategy")
-    rows, t0 = [], time.time()
+    t0 = time.time()
     for n, m in settings:
         for strategy in strategies:
             for attack in (None, *attacks):
-                c = setting_cfg(cfg, strategy, n, m, attack)
                 label = attack or "clean"
-                run = run_federated(c, name=f"rob-{strategy}-{label}-{m}of{n}", parent=table_run.name,
-                                    progress=False, resume=False)
-                s, metrics = run.summary(), run.metrics()
-                rows.append({"n": n, "malicious": m if attack else 0, "strategy": strategy, "attack": label,
-                             "test_auroc": round(s["test"]["auroc"], 4),
-                             "rejected_updates": sum(len(str(r.get("rejected") or "").split(";"))
-                                                     for r in metrics if r.get("rejected")),
-                             "run": run.name})
+                run = run_federated(setting_cfg(cfg, strategy, n, m, attack), progress=False, resume=False,
+                                    name=f"rob-{strategy}-{label}-{m}of{n}", parent=table_run.name)
                 if progress:
-                    r = rows[-1]
-                    print(f"{m} of {n} {strategy:14s} {label:10s} test AUROC {r['test_auroc']:.4f} "
-                          f"({time.time() - t0:.0f} s)", flush=True)
+                    print(f"{m} of {n} {strategy:14s} {label:10s} test AUROC "
+                          f"{run.summary()['test']['auroc']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+    md = write_table(table_run, attacks, settings)
+    if progress:
+        print(md)
+        print(f"table: {table_run.path('robustness.md')}")
+    return table_run
+
+
+def cell_row(run: Run) -> dict:
+    """One table row from a finished cell's run folder (its config and summary)."""
+    fl, s = run.config["fl"], run.summary()
+    return {"n": fl["num_partitions"], "malicious": len(fl["malicious"]), "strategy": fl["strategy"],
+            "attack": fl["attack"] if fl["malicious"] else "clean", "test_auroc": round(s["test"]["auroc"], 4),
+            "rejected_updates": sum(len(_ids(r.get("rejected"))) for r in run.metrics()),
+            "failures": s.get("failures", 0), "run": run.name}
+
+
+def write_table(table_run: Run, attacks=ATTACKS, settings=SETTINGS) -> str:
+    """(Re)build ``robustness.csv``/``.md`` and the summary from the cells' run folders."""
+    from dfflab.runs import list_runs
+
+    cells = [r for r in list_runs(table_run.dir.parent.parent, STAGE)
+             if r.record.get("parent") == table_run.name and r.finished]
+    rows = [cell_row(r) for r in sorted(cells, key=lambda r: r.name)]
+    rows.sort(key=lambda r: (r["n"], STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else 99))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
@@ -71,11 +88,15 @@ def robustness(cfg, *, strategies=STRATEGIES, attacks=ATTACKS, settings=SETTINGS
     atomic_write_text(table_run.path("robustness.csv"), buf.getvalue())
     md = markdown(rows, attacks, settings)
     atomic_write_text(table_run.path("robustness.md"), md + "\n")
-    table_run.write_summary({"rows": rows, "seconds": round(time.time() - t0, 1)})
-    if progress:
-        print(md)
-        print(f"table: {table_run.path('robustness.md')}")
-    return table_run
+    if not table_run.finished:
+        table_run.write_summary({"rows": rows})
+    return md
+
+
+def _ids(value) -> list[str]:
+    """Partition ids of a ``metrics.csv`` cell ("0;2", a lone 0 read back as a number, or empty)."""
+    text = "" if value is None else str(value)
+    return [v for v in text.split(";") if v.strip() not in ("", "nan", "None")]
 
 
 def markdown(rows: list[dict], attacks=ATTACKS, settings=SETTINGS) -> str:
