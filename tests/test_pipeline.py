@@ -1,8 +1,8 @@
-"""The pipeline on tiny SynthDFF: stage outputs, skipping finished stages, failure reporting.
+"""The pipeline on tiny SynthDFF: every stage's outputs, the report, skipping finished
+stages, failure reporting.
 
-The federated, SSL and GAN stages have their own end-to-end tests (they are the slow
-ones: Flower starts a SuperLink per run); here the pipeline runs the stages that tie the
-others together and the report, and checks its sections.
+One epoch/round per stage keeps it to seconds per stage; the federated stage is the slow
+one (five Flower runs, each starting its own SuperLink).
 """
 
 import json
@@ -17,29 +17,54 @@ from dfflab.config import load_config
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipe")
     cfg = load_config("tiny", [f"results={tmp / 'results'}", f"data.root={tmp / 'synthdff-tiny'}",
-                               "data.n-real=16", "train.epochs=1", "uq.mc-samples=3"])
-    only = ["data", "centralized", "uq", "report"]
+                               "data.n-real=16", "train.epochs=1", "ssl.epochs=1", "fl.rounds=1",
+                               "gan.epochs=1", "uq.mc-samples=3", "ssl.label-fractions=0.5,1"])
+    only = list(pipeline.STAGE_FUNCS)
     assert pipeline.Pipeline(cfg, [], only, progress=False).run() == 0
     return cfg, tmp / "results", only
 
 
-def test_stages_leave_their_outputs_and_the_report(finished):
+def _runs(state: dict, results, stage: str) -> dict:
+    """{key: run folder} that ``stage`` recorded in state.json."""
+    return {k: results / "runs" / v.split("/runs/")[1] for k, v in state["stages"][stage]["runs"].items()}
+
+
+def test_every_stage_leaves_its_outputs_and_the_report(finished):
     cfg, results, only = finished
     state = json.loads((results / "pipeline" / "state.json").read_text())
     assert [s for s in state["stages"]] == only
     assert all(v["status"] == "done" and v["peak_rss_mb"] > 0 for v in state["stages"].values())
-    scratch = results / "runs" / state["stages"]["centralized"]["runs"]["scratch"].split("/runs/")[1]
+    for stage in only:
+        assert (results / "pipeline" / "logs" / f"{stage}.log").is_file(), stage
+    ssl = _runs(state, results, "ssl")
+    assert set(ssl) == {"simclr", "byol"} and all((d / "backbone.pt").is_file() for d in ssl.values())
+    central = _runs(state, results, "centralized")
+    assert set(central) == {"scratch", "simclr-init", "byol-init"}
     for f in ("detector.pt", "metrics.csv", "summary.json", "robustness.json", "uq.json"):
-        assert (scratch / f).is_file(), f
-    assert (results / "pipeline" / "logs" / "centralized.log").read_text()
+        assert (central["scratch"] / f).is_file(), f
+    assert json.loads((central["simclr-init"] / "config.json").read_text())["config"]["train"]["init"] == str(ssl["simclr"])
+    (crossgen,) = _runs(state, results, "crossgen").values()
+    assert set(json.loads((crossgen / "summary.json").read_text())["logo"]) == {"inpainting", "insight", "text2img"}
+    (le,) = _runs(state, results, "label-efficiency").values()
+    assert (le / "label_efficiency.md").is_file() and (le / "label_efficiency.png").is_file()
+    fed = _runs(state, results, "federated")
+    assert set(fed) == {"fedavg-source", "fedprox-source", "fedbn-source", "fedavg-iid", "local-only"}
+    assert all(json.loads((d / "summary.json").read_text()) for d in fed.values())
+    gen = _runs(state, results, "generative")
+    chain = json.loads((gen["evolution"] / "summary.json").read_text())["chain"]
+    assert [r["step"] for r in chain] == ["baseline", "sn-projection", "diffaug-ema"]
+    fooling = json.loads((gen["detector-eval"] / "summary.json").read_text())["fooling"]["per_class"]
+    assert 0 <= fooling["overall"]["fooling_rate"] <= 1
     report = (results / "REPORT.md").read_text()
     for heading in ("## 1. Dataset and splits", "## 2. Setup", "## 3. Centralized vs federated",
-                    "## 4. Per-source", "## 5. Robustness and shortcut audit", "## 7. Uncertainty",
+                    "## 4. Per-source", "## 5. Robustness and shortcut audit", "## 6. Self-supervised",
+                    "## 7. Uncertainty", "## 8. Conditional GAN", "### Against the detector",
                     "## 9. How the models evolved", "## 10. Pipeline timings"):
-        assert heading in report
+        assert heading in report, heading
     assert "SynthDFF numbers, not DFF numbers" in report
-    assert (results / "plots" / "central_vs_federated.png").is_file()
-    assert (results / "plots" / "robustness.png").is_file()
+    for png in ("central_vs_federated.png", "robustness.png", "label_efficiency.png", "evolution.png",
+                "gan_samples.png"):
+        assert (results / "plots" / png).is_file(), png
 
 
 def test_finished_stages_are_skipped_and_failures_reported(finished, monkeypatch, capsys):

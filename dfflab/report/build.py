@@ -273,7 +273,7 @@ class ReportBuilder:
         n_gen, n_ref = get(last.summary, "generated_per_class"), get(last.summary, "reference_per_class", {})
         lines += [f"FID/KID against held-out reals of each class ({n_gen} generated per class vs "
                   f"{', '.join(f'{c} {n}' for c, n in n_ref.items())} real); FD-SSL is the Fréchet "
-                  "distance in the SSL backbone's feature space (no value: no SSL run was found).", ""]
+                  "distance in the SSL backbone's feature space (blank where no SSL run existed).", ""]
         rows = [[r.name, r.parent or "", _gan_fid(r), get(r.summary, "kid_inception_overall"),
                  get(r.summary, "fid_ssl_overall"), get(r.summary, "train_seconds"), r.note] for r in runs]
         lines += _table(["run", "parent", "FID (Inception)", "KID (Inception)", "FD-SSL", "train seconds",
