@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from test_federated import tiny
+from test_federated_sim import _cmd, _running
 
 from dfflab.federated.deploy import deploy_local
 from dfflab.federated.run import processes_with_env
@@ -96,18 +97,3 @@ def test_deployment_leaves_no_process_behind(deployed):
     for pid in pids:
         assert not _running(pid) or _cmd(pid) != cmds.get(pid, ""), pid  # gone (or the pid was reused)
     assert processes_with_env(dep["mark"], dep["id"]) == []
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def _cmd(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""

@@ -45,6 +45,7 @@ from dfflab.federated.run import (
     _stream,
     _term_as_interrupt,
     app_dir,
+    flower_log_tail,
     flwr_env,
     free_port,
     prepare_run,
@@ -285,9 +286,8 @@ def deploy_local(cfg, *, name: str | None = None, note: str = "", progress: bool
                                   "wall_seconds": round(time.time() - t0, 2), "stopped": fed.started,
                                   "still_running": left})
     if not run.finished:
-        tail = "".join(run.path("flower.log").read_text(errors="replace").splitlines(True)[-30:])
         raise RuntimeError(f"deployed run {run.dir} ended without summary.json (flwr exit code {code}); "
-                           f"logs in {fed.dir}; end of flower.log:\n{tail}")
+                           f"logs in {fed.dir}; end of flower.log:\n{flower_log_tail(run)}")
     if progress:
         s = run.summary()
         print(f"{run.name}: test AUROC {s['test']['auroc']:.4f} after {s['rounds_run']} rounds on "

@@ -184,9 +184,8 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
     run.update_record(flower={"command": cmd, "returncode": code, "wall_seconds": round(wall, 2),
                               "flwr_home": str(home), "stopped": started, "still_running": left})
     if not run.finished:
-        tail = "".join(run.path("flower.log").read_text(errors="replace").splitlines(True)[-30:])
         raise RuntimeError(f"federated run {run.dir} ended without summary.json (flwr exit code {code}); "
-                           f"end of {run.path('flower.log')}:\n{tail}")
+                           f"end of {run.path('flower.log')}:\n{flower_log_tail(run)}")
     if progress:
         s = run.summary()
         print(f"{name}: test AUROC {s['test']['auroc']:.4f}, accuracy {s['test']['accuracy']:.4f} "
@@ -344,3 +343,8 @@ def _mean_metrics(ms: list[dict]) -> dict[str, float]:
 def _mean_rows(rows: list[dict]) -> dict[str, float]:
     keys = [k for k in rows[0] if all(k in r for r in rows)]
     return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+
+
+def flower_log_tail(run, lines: int = 30) -> str:
+    """The last ``lines`` lines of a run's ``flower.log`` (for the error of a run that died)."""
+    return "".join(run.path("flower.log").read_text(errors="replace").splitlines(True)[-lines:])
