@@ -271,9 +271,10 @@ def stage_generative(p: Pipeline) -> dict:
     out = {"evolution": chain}
     scratch = p.run_dir("centralized", "scratch")
     last = chain.summary()["chain"][-1]["run"]
-    if scratch and last:  # how often the detector takes the final GAN's images for real
+    if scratch and last:  # how often the detector takes the final GAN's images for real; also against
+        # a detector trained on images resampled like the GAN's (the scratch one calls any upsampled image fake)
         out["detector-eval"] = evaluate_gan(p.cfg, Path(p.cfg.results) / "runs" / last, store,
-                                            Path(scratch) / "detector.pt", progress=p.progress)
+                                            Path(scratch) / "detector.pt", matched=True, progress=p.progress)
     return out
 
 

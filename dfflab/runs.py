@@ -261,16 +261,20 @@ def list_runs(results: Path | str, stage: str | None = None) -> list[Run]:
     return runs
 
 
-def find_finished(results: Path | str, stage: str, name: str, cfg) -> Run | None:
+def find_finished(results: Path | str, stage: str, name: str | None, cfg, fingerprint: str | None = None) -> Run | None:
     """The newest finished run of ``stage``/``name`` made with config ``cfg`` (to reuse it).
 
-    A run recorded before a setting existed counts as made with that setting's default.
+    ``name=None`` accepts a run of any name (the same computation recorded by another
+    experiment); ``fingerprint`` also requires the run's dataset fingerprint. A run
+    recorded before a setting existed counts as made with that setting's default.
     """
     from dfflab.config import ConfigError, config_from_dict
 
     want = cfg.to_dict()
     for run in reversed(list_runs(results, stage)):
-        if run.record.get("name") != name or not run.finished:
+        if (name is not None and run.record.get("name") != name) or not run.finished:
+            continue
+        if fingerprint is not None and run.record.get("dataset_fingerprint") != fingerprint:
             continue
         try:
             if config_from_dict(run.config).to_dict() == want:

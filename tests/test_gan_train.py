@@ -145,7 +145,7 @@ def test_evaluate_cli_fooling_rate_and_augmented_logo(trained, gan_args, tiny_cf
     det = save_detector(tmp_path / "detector.pt", build_detector(tiny_cfg.model).eval(), tiny_cfg.model, 32,
                         threshold=0.5, source_names=["wiki", "inpainting", "insight", "text2img"])
     assert main(["generative", "evaluate", "--run", str(trained.dir), "--detector", str(det), "--n", "6",
-                 "--augment", "--augment-n", "3", *gan_args]) == 0
+                 "--augment", "--augment-n", "3", "--matched", *gan_args]) == 0
     results = gan_args[gan_args.index("--set") + 1].split("=", 1)[1]
     ev = [r for r in list_runs(results, "generative") if r.record["name"] == "detector-eval"][-1]
     f = ev.summary()["fooling"]
@@ -167,6 +167,12 @@ def test_evaluate_cli_fooling_rate_and_augmented_logo(trained, gan_args, tiny_cf
         assert m["delta"] == pytest.approx(m["auroc_gan"] - m["auroc_base"])
     assert [r["held_out"] for r in ev.metrics()] == ["inpainting", "insight", "text2img"]
     assert not ev.path("augmented-store").exists()  # removed once the folds are trained
+    fm = ev.summary()["fooling_matched"]  # a detector trained on images resampled through 16 px
+    matched = Run.open(ev.dir.parent / fm["detector_run"])
+    assert matched.record["parent"] == ev.name and fm["detector"] == str(matched.path("detector.pt"))
+    assert fm["detector_test_auroc"] == matched.summary()["test"]["auroc"]
+    assert set(fm["per_class"]) == {"wiki", "inpainting", "insight", "text2img", "overall"}
+    assert not ev.path("resampled-store").exists()
 
 
 def test_augmented_store_adds_generated_fakes_to_train(trained, store, tmp_path):
@@ -184,6 +190,17 @@ def test_augmented_store_adds_generated_fakes_to_train(trained, store, tmp_path)
     jobs = logo_jobs(["inpainting", "insight", "text2img"])
     assert ("insight", "gan", ["inpainting", "text2img", "gan-wiki", "gan-inpainting", "gan-text2img"]) in jobs
     assert ("insight", "base", ["inpainting", "text2img"]) in jobs
+
+
+def test_resampled_store_sends_every_image_through_the_gan_size(store, tmp_path):
+    from dfflab.generative.detector_eval import resize_uint8, write_resampled_store
+
+    rs = write_resampled_store(store, 16, tmp_path / "rs")
+    assert len(rs) == len(store) and rs.image_size == store.image_size
+    assert np.array_equal(rs.labels, store.labels) and np.array_equal(rs.split, store.split)
+    x = torch.from_numpy(np.array(store.images[:5])).permute(0, 3, 1, 2)
+    want = resize_uint8(resize_uint8(x, 16), store.image_size).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(rs.images[:5], want) and not np.array_equal(rs.images[:5], store.images[:5])
 
 
 def test_evolve_chain_records_parent_and_note(gan_args, cheap_metrics, capsys):

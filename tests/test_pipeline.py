@@ -24,6 +24,13 @@ def finished(tmp_path_factory):
     return cfg, tmp / "results", only
 
 
+def _csv(path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _runs(state: dict, results, stage: str) -> dict:
     """{key: run folder} that ``stage`` recorded in state.json."""
     return {k: results / "runs" / v.split("/runs/")[1] for k, v in state["stages"][stage]["runs"].items()}
@@ -47,14 +54,20 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
     assert set(json.loads((crossgen / "summary.json").read_text())["logo"]) == {"inpainting", "insight", "text2img"}
     (le,) = _runs(state, results, "label-efficiency").values()
     assert (le / "label_efficiency.md").is_file() and (le / "label_efficiency.png").is_file()
+    cells = {r["cell"]: r["run"] for r in _csv(le / "metrics.csv")}
+    # the 100% cells are the centralized stage's detectors (same config and data), not retrained
+    assert {cells[f"{k}-f1-s0"] for k in ("scratch", "simclr", "byol")} == {d.name for d in central.values()}
+    assert cells["scratch-f0.5-s0"] not in {d.name for d in central.values()}
     fed = _runs(state, results, "federated")
     assert set(fed) == {"fedavg-source", "fedprox-source", "fedbn-source", "fedavg-iid", "local-only"}
     assert all(json.loads((d / "summary.json").read_text()) for d in fed.values())
     gen = _runs(state, results, "generative")
     chain = json.loads((gen["evolution"] / "summary.json").read_text())["chain"]
     assert [r["step"] for r in chain] == ["baseline", "sn-projection", "diffaug-ema"]
-    fooling = json.loads((gen["detector-eval"] / "summary.json").read_text())["fooling"]["per_class"]
-    assert 0 <= fooling["overall"]["fooling_rate"] <= 1
+    ev = json.loads((gen["detector-eval"] / "summary.json").read_text())
+    assert 0 <= ev["fooling"]["per_class"]["overall"]["fooling_rate"] <= 1
+    matched = results / "runs" / ev["fooling_matched"]["detector_run"]  # trained for the fooling rate
+    assert json.loads((matched / "config.json").read_text())["parent"] == gen["detector-eval"].name
     report = (results / "REPORT.md").read_text()
     for heading in ("## 1. Dataset and splits", "## 2. Setup", "## 3. Centralized vs federated",
                     "## 4. Per-source", "## 5. Robustness and shortcut audit", "## 6. Self-supervised",
@@ -62,6 +75,7 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
                     "## 9. How the models evolved", "## 10. Pipeline timings"):
         assert heading in report, heading
     assert "SynthDFF numbers, not DFF numbers" in report
+    assert "Against a detector trained on images resampled through" in report
     for png in ("central_vs_federated.png", "robustness.png", "label_efficiency.png", "evolution.png",
                 "gan_samples.png"):
         assert (results / "plots" / png).is_file(), png

@@ -80,3 +80,17 @@ def test_find_finished_reuses_runs_recorded_before_a_setting_existed(tmp_path):
     assert find_finished(tmp_path, "centralized", "scratch", cfg).dir == run.dir
     other = load_config("tiny", [f"results={tmp_path}", "model.dropout=0.5"])
     assert find_finished(tmp_path, "centralized", "scratch", other) is None
+
+
+def test_find_finished_any_name_requires_the_same_config_and_data(tmp_path):
+    from dfflab.config import load_config
+    from dfflab.runs import find_finished
+
+    cfg = load_config("tiny", [f"results={tmp_path}"])
+    run = Run.create(tmp_path, "centralized", "scratch", cfg.to_dict(), fingerprint="abc")
+    run.write_summary({"ok": 1})
+    assert find_finished(tmp_path, "centralized", "le-x", cfg) is None  # by name: another name
+    assert find_finished(tmp_path, "centralized", None, cfg, fingerprint="abc").dir == run.dir
+    assert find_finished(tmp_path, "centralized", None, cfg, fingerprint="other-data") is None
+    other = load_config("tiny", [f"results={tmp_path}", "train.label-frac=0.5"])
+    assert find_finished(tmp_path, "centralized", None, other, fingerprint="abc") is None

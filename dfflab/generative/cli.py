@@ -52,6 +52,9 @@ def register(sub) -> None:
     p.add_argument("--run", help="GAN run folder (default: the newest finished GAN run)")
     p.add_argument("--detector", help="detector.pt (default: newest centralized run trained on all sources)")
     p.add_argument("--n", type=int, default=500, help="generated images per class for the fooling rate")
+    p.add_argument("--matched", action="store_true",
+                   help="also train a detector on images resampled through the GAN's size and report the "
+                        "fooling rate against it (the ordinary detector calls any upsampled image fake)")
     p.add_argument("--augment", action="store_true", help="also run the GAN-augmented LOGO experiment")
     p.add_argument("--augment-n", type=int, default=300, help="generated fakes per GAN class added (--augment)")
     p.add_argument("--fid", action="store_true", help="also recompute FID/KID with the configured extractors")
@@ -135,12 +138,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if detector is None:
             raise FileNotFoundError("no detector: run `dfflab centralized train` or pass --detector")
         run = evaluate_gan(cfg, gan_dir, store, detector, n=args.n,
-                           augment_n=args.augment_n if args.augment else 0, fid=args.fid)
+                           augment_n=args.augment_n if args.augment else 0, matched=args.matched, fid=args.fid)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"dfflab: {e}", file=sys.stderr)
         return 1
     out = run.summary()
     print_fooling(out["fooling"])
+    if "fooling_matched" in out:
+        print(f"matched detector (test AUROC {out['fooling_matched']['detector_test_auroc']:.4f} on resampled images):")
+        print_fooling(out["fooling_matched"])
     for h, m in out.get("augmented_logo", {}).get("held_out", {}).items():
         print(f"LOGO held out {h:<11} AUROC {m['auroc_base']:.4f} -> {m['auroc_gan']:.4f} "
               f"({m['delta']:+.4f}) with GAN fakes")

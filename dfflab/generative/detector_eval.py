@@ -42,6 +42,8 @@ GAN_PREFIX = "gan-"
 def find_detector(results: str | Path, fake_sources: list[str]) -> Path | None:
     """``detector.pt`` of the newest finished centralized run trained on all ``fake_sources``."""
     for run in reversed(list_runs(results, "centralized")):
+        if run.record.get("name", "").startswith(GAN_PREFIX):  # this module's LOGO folds / matched detector
+            continue
         trained = run.summary().get("train_sources") if run.finished else None
         if trained and set(fake_sources) <= set(trained) and run.path("detector.pt").is_file():
             return run.path("detector.pt")
@@ -97,14 +99,17 @@ def fooling_rates(detector_path: str | Path, g, store, n: int, device: torch.dev
             "gan_image_size": g.image_size, "per_class": out}
 
 
-# -- GAN-augmented store ------------------------------------------------------------------
+# -- derived stores: GAN-augmented, resampled -----------------------------------------------
 
 
-def write_augmented_store(store, g, n_per_class: int, out: Path | str, seed: int = 9000):
-    """The store plus ``n_per_class`` generated fakes per GAN class as sources ``gan-<class>``.
+def write_derived_store(store, out: Path | str, *, extra: list[tuple[str, torch.Tensor]] = (),
+                        resample_to: int | None = None, tag: str = "derived"):
+    """A copy of ``store`` at ``out``, with each image optionally sent through ``resample_to``
+    px (box-filtered down, bilinear up: the GAN's resolution) and ``extra`` generated fakes
+    appended as new sources (``(source name, uint8 (N, 3, s, s))``, train split, label 1).
 
-    All generated images are fakes (label 1) in the train split, upsampled to the store's
-    image size. Returns the opened :class:`~dfflab.data.store.Store`.
+    Written once (``meta.json`` marks it complete) and returned opened as a
+    :class:`~dfflab.data.store.Store`.
     """
     from dfflab.data.store import INDEX_COLUMNS, Store
 
@@ -112,23 +117,24 @@ def write_augmented_store(store, g, n_per_class: int, out: Path | str, seed: int
     if (out / "meta.json").is_file():
         return Store(out)
     out.mkdir(parents=True, exist_ok=True)
-    classes = list(store.source_names)
-    n_new = n_per_class * len(classes)
+    size = store.image_size
     arr = np.lib.format.open_memmap(out / "images.npy.partial", mode="w+", dtype=np.uint8,
-                                    shape=(len(store) + n_new, store.image_size, store.image_size, 3))
+                                    shape=(len(store) + sum(len(x) for _, x in extra), size, size, 3))
     for i in range(0, len(store), 1024):
         j = min(i + 1024, len(store))
-        arr[i:j] = store.images[i:j]
+        if resample_to:
+            x = torch.from_numpy(np.array(store.images[i:j])).permute(0, 3, 1, 2)  # a writable copy
+            arr[i:j] = resize_uint8(resize_uint8(x, resample_to), size).permute(0, 2, 3, 1).numpy()
+        else:
+            arr[i:j] = store.images[i:j]
     rows = [dict(r) for r in store.rows]
     i = len(store)
-    for k, c in enumerate(classes):
-        imgs = resize_uint8(generate(g, torch.full((n_per_class,), k), seed=seed + k), store.image_size)
-        arr[i:i + n_per_class] = imgs.permute(0, 2, 3, 1).numpy()
-        for j in range(n_per_class):
-            rows.append({"row": i + j, "relpath": f"gan/{c}/{j:05d}", "source": f"{GAN_PREFIX}{c}",
-                         "label": 1, "split": "train", "width": g.image_size, "height": g.image_size,
-                         "file_size": 0, "jpeg_quality": "", "mode": "generated"})
-        i += n_per_class
+    for source, imgs in extra:
+        arr[i:i + len(imgs)] = resize_uint8(imgs, size).permute(0, 2, 3, 1).numpy()
+        rows += [{"row": i + j, "relpath": f"gan/{source}/{j:05d}", "source": source, "label": 1,
+                  "split": "train", "width": imgs.shape[-1], "height": imgs.shape[-1], "file_size": 0,
+                  "jpeg_quality": "", "mode": "generated"} for j in range(len(imgs))]
+        i += len(imgs)
     arr.flush()
     del arr
     (out / "images.npy.partial").replace(out / "images.npy")
@@ -137,10 +143,44 @@ def write_augmented_store(store, g, n_per_class: int, out: Path | str, seed: int
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "index.csv", buf.getvalue())
-    write_json(out / "meta.json", {**store.meta, "image_size": store.image_size, "n_images": len(rows),
-                                   "fingerprint": f"{store.fingerprint}+gan{n_per_class}",
-                                   "augmented_from": str(store.path)})
+    write_json(out / "meta.json", {**store.meta, "image_size": size, "n_images": len(rows),
+                                   "fingerprint": f"{store.fingerprint}+{tag}", "derived_from": str(store.path),
+                                   "resampled_to": resample_to})
     return Store(out)
+
+
+def write_augmented_store(store, g, n_per_class: int, out: Path | str, seed: int = 9000):
+    """The store plus ``n_per_class`` generated fakes per GAN class as sources ``gan-<class>``
+    (label 1, train split, upsampled to the store's image size)."""
+    extra = [(f"{GAN_PREFIX}{c}", generate(g, torch.full((n_per_class,), k), seed=seed + k))
+             for k, c in enumerate(store.source_names)]
+    return write_derived_store(store, out, extra=extra, tag=f"gan{n_per_class}")
+
+
+def write_resampled_store(store, size: int, out: Path | str):
+    """The store with every image sent through ``size`` px and back (what GAN images go through)."""
+    return write_derived_store(store, out, resample_to=size, tag=f"resampled{size}")
+
+
+def train_matched_detector(cfg, store, gan_size: int, run: Run, progress: bool = True) -> Run:
+    """A detector trained on images resampled through the GAN's resolution (its run folder).
+
+    Against the ordinary detector every upsampled image looks fake (resampling alone is a
+    tell, see the resampled control), so its fooling rate says nothing about the GAN. This
+    detector sees reals and fakes with the same resampling, so only the content is left.
+    """
+    from dfflab.centralized.train import train_detector
+
+    rs_dir = run.path("resampled-store")
+    rs = write_resampled_store(store, gan_size, rs_dir)
+    child = copy.deepcopy(cfg)
+    child.train.audit = False
+    det = train_detector(child, name=f"gan-matched-detector-{gan_size}px", parent=run.name, store=rs,
+                         progress=progress,
+                         note=f"Detector for the fooling rate: every image resampled through {gan_size} px "
+                              "like the GAN's, so resampling is no tell.")
+    shutil.rmtree(rs_dir, ignore_errors=True)  # a full copy of the store: only needed while training
+    return det
 
 
 def logo_jobs(fake_sources: list[str]) -> list[tuple[str, str, list[str]]]:
@@ -195,9 +235,11 @@ def augmented_logo(cfg, g, store, run: Run, n_per_class: int, progress: bool = T
 
 
 def evaluate_gan(cfg, gan_dir: str | Path, store, detector: str | Path, *, n: int = 500,
-                 augment_n: int = 0, fid: bool = False, progress: bool = True) -> Run:
+                 augment_n: int = 0, matched: bool = False, fid: bool = False, progress: bool = True) -> Run:
     """A ``generative/detector-eval`` run: fooling rates, optionally GAN-augmented LOGO and FID.
 
+    ``matched`` also trains a detector on images resampled through the GAN's resolution
+    (:func:`train_matched_detector`) and reports the fooling rate against it.
     ``augment_n`` > 0 runs the LOGO experiment with that many generated fakes per class.
     """
     from dfflab.device import resolve_device, set_threads
@@ -211,6 +253,10 @@ def evaluate_gan(cfg, gan_dir: str | Path, store, detector: str | Path, *, n: in
                      note=f"fooling rate{' + GAN-augmented LOGO' if augment_n else ''} of {gan_dir.name}",
                      fingerprint=store.fingerprint)
     out = {"gan_run": str(gan_dir), "fooling": fooling_rates(detector, g, store, n, device)}
+    if matched:
+        det = train_matched_detector(cfg, store, g.image_size, run, progress)
+        out["fooling_matched"] = {**fooling_rates(det.path("detector.pt"), g, store, n, device),
+                                  "detector_run": det.name, "detector_test_auroc": det.summary()["test"]["auroc"]}
     if fid:
         from dfflab.generative.evaluation import reference_features, score_generator
         from dfflab.generative.metrics import build_extractors

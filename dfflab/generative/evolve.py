@@ -31,7 +31,7 @@ EVOLUTION: list[tuple[str, dict, str]] = [
      "learns slowly with one step per G step at equal rates (a first try had D at chance for "
      "3 epochs), so TTUR (lr-d 4e-4, lr-g 1e-4; Heusel et al. 2017) comes with it"),
     ("diffaug-ema", {"gan.diffaug": "color,translation,cutout", "gan.ema": 0.999},
-     "2,800 training images are few for a GAN, so D overfits them: DiffAugment (colour, "
+     "A few thousand training images are few for a GAN, so D overfits them: DiffAugment (colour, "
      "translation, cutout on real and fake D inputs) regularizes D; an EMA of G's weights "
      "averages out the oscillation of adversarial training for sampling and FID"),
     ("d-steps", {"gan.lr-d": 2e-4, "gan.lr-g": 2e-4, "gan.d-steps": 2},

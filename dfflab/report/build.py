@@ -22,6 +22,10 @@ from dfflab.report.collect import (
 )
 from dfflab.runs import atomic_write_text, git_commit
 
+# Detector runs that are cells of another experiment (crossgen folds, label-efficiency cells,
+# ensemble members, the GAN's LOGO folds and matched detector): left out of the stage tables.
+SIDE_RUNS = ("crossgen", "le-", "ens-", "gan-")
+
 # Headline metric per stage: (label, getter on a RunInfo, higher is better)
 HEADLINES = {
     "centralized": ("test AUROC", lambda r: get(r.summary, "test.auroc"), True),
@@ -31,6 +35,13 @@ HEADLINES = {
     "crossgen": ("mean LOGO AUROC", lambda r: _mean([v.get("auroc_held_out") for v in
                                                     get(r.summary, "logo", {}).values()]), True),
 }
+
+
+def _fooling_table(f: dict) -> list[str]:
+    rows = [[c, m.get("fooling_rate"), m.get("n_generated"), m.get("called_real_test_native"),
+             m.get("called_real_test_resampled")] for c, m in get(f, "per_class", {}).items()]
+    return _table(["class", "generated called real", "n generated", "test images called real (native)",
+                   "test images called real (resampled)"], rows) + [""]
 
 
 def _mean(xs):
@@ -138,7 +149,7 @@ class ReportBuilder:
     def central_vs_fed(self) -> list[str]:
         lines = ["## 3. Centralized vs federated", ""]
         runs = self.stage("centralized") + self.stage("federated")
-        runs = [r for r in runs if not r.name.startswith(("crossgen", "le-", "ens-"))]
+        runs = [r for r in runs if not r.name.startswith(SIDE_RUNS)]
         if not runs:
             return lines + ["No centralized or federated runs yet.", ""]
         p = plots.curves(runs, self.plots / "central_vs_federated.png")
@@ -163,7 +174,7 @@ class ReportBuilder:
     def per_source(self) -> list[str]:
         lines = ["## 4. Per-source and cross-generator results", ""]
         runs = [r for r in self.stage("centralized") + self.stage("federated")
-                if not r.name.startswith(("crossgen", "le-", "ens-"))]
+                if not r.name.startswith(SIDE_RUNS)]
         p = plots.per_source_bars(runs, self.plots / "per_source.png")
         if p:
             lines += [f"![per-source test AUROC](plots/{p.name})", ""]
@@ -303,10 +314,13 @@ class ReportBuilder:
                  f"{fmt(f.get('threshold'))}; GAN images ({f.get('gan_image_size')} px) are upsampled to "
                  f"the detector's {f.get('detector_image_size')} px, and held-out test images sent through the "
                  "same down- and up-sampling are the control.", ""]
-        rows = [[c, m.get("fooling_rate"), m.get("n_generated"), m.get("called_real_test_native"),
-                 m.get("called_real_test_resampled")] for c, m in get(f, "per_class", {}).items()]
-        lines += _table(["class", "generated called real", "n generated", "test images called real (native)",
-                         "test images called real (resampled)"], rows) + [""]
+        lines += _fooling_table(f)
+        m = get(r.summary, "fooling_matched")
+        if m:
+            lines += [f"Against a detector trained on images resampled through {m.get('gan_image_size')} px like "
+                      f"the GAN's ({m.get('detector_run')}, test AUROC {fmt(m.get('detector_test_auroc'))} on "
+                      f"resampled images, threshold {fmt(m.get('threshold'))}), so that resampling is no tell:", ""]
+            lines += _fooling_table(m)
         logo = get(r.summary, "augmented_logo.held_out")
         if logo:
             lines += ["GAN-augmented leave-one-generator-out (test AUROC on the held-out generator):", ""]
@@ -322,7 +336,7 @@ class ReportBuilder:
         labels = {}
         for stage, (label, getter, higher) in HEADLINES.items():
             # chain members only: sweep cells and tables without the headline metric are left out
-            runs = [r for r in self.stage(stage) if not r.name.startswith(("le-", "crossgen-", "ens-"))
+            runs = [r for r in self.stage(stage) if not r.name.startswith(SIDE_RUNS)
                     and getter(r) is not None]
             if not runs:
                 continue
