@@ -76,6 +76,8 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
         assert heading in report, heading
     assert "SynthDFF numbers, not DFF numbers" in report
     assert "Against a detector trained on images resampled through" in report
+    knn = json.loads((ssl["simclr"] / "summary.json").read_text())["knn"]["knn_real_fake_acc_test"]
+    assert "| simclr | shift | 1 | " in report and f"| {knn:.3f} |" in report  # the SSL table is filled
     for png in ("central_vs_federated.png", "robustness.png", "label_efficiency.png", "evolution.png",
                 "gan_samples.png"):
         assert (results / "plots" / png).is_file(), png

@@ -30,7 +30,7 @@ SIDE_RUNS = ("crossgen", "le-", "ens-", "gan-")
 HEADLINES = {
     "centralized": ("test AUROC", lambda r: get(r.summary, "test.auroc"), True),
     "federated": ("test AUROC", lambda r: get(r.summary, "test.auroc"), True),
-    "ssl": ("kNN real/fake acc. (test)", lambda r: get(r.summary, "knn.real_fake_acc_test"), True),
+    "ssl": ("kNN real/fake acc. (test)", lambda r: get(r.summary, "knn.knn_real_fake_acc_test"), True),
     "generative": ("FID (Inception, all classes)", lambda r: _gan_fid(r), False),
     "crossgen": ("mean LOGO AUROC", lambda r: _mean([v.get("auroc_held_out") for v in
                                                     get(r.summary, "logo", {}).values()]), True),
@@ -225,9 +225,9 @@ class ReportBuilder:
         runs = self.stage("ssl")
         if runs:
             rows = [[r.name, get(r.summary, "views"), get(r.summary, "epochs"),
-                     get(r.summary, "random_init.knn_real_fake_acc"), get(r.summary, "knn.real_fake_acc_test"),
-                     get(r.summary, "knn.source_acc_test"), get(r.summary, "linear.real_fake_acc_test"),
-                     get(r.summary, "linear.source_acc_test"), get(r.summary, "seconds")] for r in runs]
+                     get(r.summary, "random_init.knn_real_fake_acc"), get(r.summary, "knn.knn_real_fake_acc_test"),
+                     get(r.summary, "knn.knn_source_acc_test"), get(r.summary, "linear.linear_real_fake_acc_test"),
+                     get(r.summary, "linear.linear_source_acc_test"), get(r.summary, "seconds")] for r in runs]
             lines += _table(["run", "views", "epochs", "kNN r/f (random init, val)", "kNN real/fake (test)",
                              "kNN 4-way source (test)", "linear real/fake (test)", "linear source (test)",
                              "seconds"], rows) + [""]
