@@ -261,6 +261,16 @@ def list_runs(results: Path | str, stage: str | None = None) -> list[Run]:
     return runs
 
 
+# Detector runs that are cells of another experiment, not stand-alone models: crossgen folds,
+# label-efficiency cells, ensemble members, the GAN evaluation's LOGO folds and matched detector.
+SIDE_RUN_PREFIXES = ("crossgen", "le-", "ens-", "gan-")
+
+
+def is_side_run(name: str) -> bool:
+    """Whether a run of this name is a cell of another experiment (:data:`SIDE_RUN_PREFIXES`)."""
+    return name.startswith(SIDE_RUN_PREFIXES)
+
+
 def find_finished(results: Path | str, stage: str, name: str | None, cfg, fingerprint: str | None = None) -> Run | None:
     """The newest finished run of ``stage``/``name`` made with config ``cfg`` (to reuse it).
 

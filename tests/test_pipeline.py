@@ -11,6 +11,7 @@ import pytest
 
 from dfflab import pipeline
 from dfflab.config import load_config
+from dfflab.runs import Run
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +23,6 @@ def finished(tmp_path_factory):
     only = list(pipeline.STAGE_FUNCS)
     assert pipeline.Pipeline(cfg, [], only, progress=False).run() == 0
     return cfg, tmp / "results", only
-
-
-def _csv(path) -> list[dict]:
-    import csv
-
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _runs(state: dict, results, stage: str) -> dict:
@@ -54,7 +48,7 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
     assert set(json.loads((crossgen / "summary.json").read_text())["logo"]) == {"inpainting", "insight", "text2img"}
     (le,) = _runs(state, results, "label-efficiency").values()
     assert (le / "label_efficiency.md").is_file() and (le / "label_efficiency.png").is_file()
-    cells = {r["cell"]: r["run"] for r in _csv(le / "metrics.csv")}
+    cells = {r["cell"]: r["run"] for r in Run.open(le).metrics()}
     # the 100% cells are the centralized stage's detectors (same config and data), not retrained
     assert {cells[f"{k}-f1-s0"] for k in ("scratch", "simclr", "byol")} == {d.name for d in central.values()}
     assert cells["scratch-f0.5-s0"] not in {d.name for d in central.values()}

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from dfflab.generative.evaluation import downscale, reference_rows
 from dfflab.generative.sample import generate
-from dfflab.runs import Run, atomic_write_text, list_runs, write_json
+from dfflab.runs import Run, atomic_write_text, is_side_run, list_runs, write_json
 
 GAN_PREFIX = "gan-"
 
@@ -42,7 +42,7 @@ GAN_PREFIX = "gan-"
 def find_detector(results: str | Path, fake_sources: list[str]) -> Path | None:
     """``detector.pt`` of the newest finished centralized run trained on all ``fake_sources``."""
     for run in reversed(list_runs(results, "centralized")):
-        if run.record.get("name", "").startswith(GAN_PREFIX):  # this module's LOGO folds / matched detector
+        if is_side_run(run.record.get("name", "")):  # LOGO folds, label-efficiency cells, matched detector, ...
             continue
         trained = run.summary().get("train_sources") if run.finished else None
         if trained and set(fake_sources) <= set(trained) and run.path("detector.pt").is_file():

@@ -20,11 +20,7 @@ from dfflab.report.collect import (
     get,
     read_optional_json,
 )
-from dfflab.runs import atomic_write_text, git_commit
-
-# Detector runs that are cells of another experiment (crossgen folds, label-efficiency cells,
-# ensemble members, the GAN's LOGO folds and matched detector): left out of the stage tables.
-SIDE_RUNS = ("crossgen", "le-", "ens-", "gan-")
+from dfflab.runs import atomic_write_text, git_commit, is_side_run
 
 # Headline metric per stage: (label, getter on a RunInfo, higher is better)
 HEADLINES = {
@@ -149,7 +145,7 @@ class ReportBuilder:
     def central_vs_fed(self) -> list[str]:
         lines = ["## 3. Centralized vs federated", ""]
         runs = self.stage("centralized") + self.stage("federated")
-        runs = [r for r in runs if not r.name.startswith(SIDE_RUNS)]
+        runs = [r for r in runs if not is_side_run(r.name)]
         if not runs:
             return lines + ["No centralized or federated runs yet.", ""]
         p = plots.curves(runs, self.plots / "central_vs_federated.png")
@@ -174,7 +170,7 @@ class ReportBuilder:
     def per_source(self) -> list[str]:
         lines = ["## 4. Per-source and cross-generator results", ""]
         runs = [r for r in self.stage("centralized") + self.stage("federated")
-                if not r.name.startswith(SIDE_RUNS)]
+                if not is_side_run(r.name)]
         p = plots.per_source_bars(runs, self.plots / "per_source.png")
         if p:
             lines += [f"![per-source test AUROC](plots/{p.name})", ""]
@@ -336,7 +332,7 @@ class ReportBuilder:
         labels = {}
         for stage, (label, getter, higher) in HEADLINES.items():
             # chain members only: sweep cells and tables without the headline metric are left out
-            runs = [r for r in self.stage(stage) if not r.name.startswith(SIDE_RUNS)
+            runs = [r for r in self.stage(stage) if not is_side_run(r.name)
                     and getter(r) is not None]
             if not runs:
                 continue

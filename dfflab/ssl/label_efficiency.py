@@ -55,7 +55,7 @@ def label_efficiency(cfg, ssl_runs: list[str] | None = None, *, seeds: int = 1, 
                     continue
                 child_cfg = derive(cfg, {"train.label-frac": frac, "train.init": init,
                                          "train.seed": cfg.train.seed + seed})
-                child = _reusable(cfg.results, cell, child_cfg, store.fingerprint) or train_fn(
+                child = _reusable(cfg.results, child_cfg, store.fingerprint) or train_fn(
                     child_cfg, name=f"le-{cell}", parent=sweep.name, store=store, progress=progress,
                     resume=resume, note=f"label efficiency cell: {frac:.0%} of labels, init {init_name}")
                 test = child.summary()["test"]
@@ -68,13 +68,11 @@ def label_efficiency(cfg, ssl_runs: list[str] | None = None, *, seeds: int = 1, 
     return sweep
 
 
-def _reusable(results, cell: str, child_cfg, fingerprint: str) -> Run | None:
-    """A finished detector run this cell can reuse: its own, or any centralized run with the
-    same config and data (the 100% cells are the plain detectors that ``dfflab centralized
-    train`` and the pipeline already trained; training is deterministic, so retraining would
-    give the same numbers)."""
-    return (find_finished(results, "centralized", f"le-{cell}", child_cfg)
-            or find_finished(results, "centralized", None, child_cfg, fingerprint=fingerprint))
+def _reusable(results, child_cfg, fingerprint: str) -> Run | None:
+    """A finished detector run of any name with this cell's config and data: the cell's own
+    ``le-`` run, or for the 100% cells the plain detector that ``dfflab centralized train`` and
+    the pipeline already trained (training is deterministic, so retraining gives the same numbers)."""
+    return find_finished(results, "centralized", None, child_cfg, fingerprint=fingerprint)
 
 
 def _fractions(values: list[str]) -> list[float]:
