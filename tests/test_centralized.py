@@ -12,7 +12,9 @@ from dfflab.centralized import train as train_mod
 from dfflab.centralized.audit import metadata_audit, pixel_check, single_feature_auroc
 from dfflab.centralized.crossgen import job_config, protocol, run_crossgen
 from dfflab.centralized.robustness import DISTORTIONS, conditions, evaluate_robustness
-from dfflab.centralized.train import evaluate_checkpoint, select_rows, train_detector
+from dfflab.centralized.rows import select_rows
+from dfflab.centralized.scoring import evaluate_checkpoint
+from dfflab.centralized.train import train_detector
 from dfflab.config import ConfigError, load_config
 from dfflab.models import load_detector
 from dfflab.runs import Run

@@ -22,12 +22,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from dfflab.centralized.train import (
-    check_sources,
-    evaluate_checkpoint,
-    same_setup,
-    train_detector,
-)
+from dfflab.centralized.rows import check_sources
+from dfflab.centralized.scoring import evaluate_checkpoint
+from dfflab.centralized.train import same_setup, train_detector
 from dfflab.device import resolve_device
 from dfflab.runs import Run, find_unfinished
 

@@ -147,7 +147,7 @@ def evaluate_robustness(
     """
     from tqdm import tqdm
 
-    from dfflab.centralized.train import evaluate_checkpoint
+    from dfflab.centralized.scoring import evaluate_checkpoint
     from dfflab.device import resolve_device
     from dfflab.runs import load_checkpoint
 

@@ -36,171 +36,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dfflab.centralized.rows import select_rows
+from dfflab.centralized.scoring import evaluate_checkpoint, metrics_table, score
 from dfflab.config import ConfigError
 from dfflab.device import prepare_model, resolve_device, seed_everything, set_threads
-from dfflab.metrics import (
-    binary_metrics,
-    choose_threshold,
-    flatten_metrics,
-    per_source_metrics,
-)
-from dfflab.models import build_detector, init_backbone, load_detector, save_detector
+from dfflab.metrics import flatten_metrics
+from dfflab.models import build_detector, init_backbone, save_detector
 from dfflab.models.detector import resolve_init
 from dfflab.runs import Run, find_unfinished
 from dfflab.train.augment import make_augment
 from dfflab.train.core import (
     detection_loss,
     epoch_rows,
-    evaluate,
-    predict,
     train_one_epoch,
     warmup_cosine,
 )
 
 STAGE = "centralized"
-EVAL_BATCH = 256
-SHOWN = (
-    "accuracy",
-    "balanced_accuracy",
-    "auroc",
-    "ap",
-    "eer",
-    "f1",
-    "precision",
-    "recall",
-)
-
-
-# -- data -------------------------------------------------------------------------------
-def check_sources(store, sources: list[str], key: str) -> list[str]:
-    """Raise ConfigError naming ``key`` when ``sources`` names no or unknown fake sources."""
-    if not sources:
-        raise ConfigError(
-            f"{key} is empty: name at least one fake source ({', '.join(store.fake_sources)})"
-        )
-    unknown = [s for s in sources if s not in store.fake_sources]
-    if unknown:
-        raise ConfigError(
-            f"{key}: unknown fake source(s) {unknown}; the store {store.path} has "
-            f"{', '.join(store.fake_sources)}"
-        )
-    return list(sources)
-
-
-def label_subset(store, rows: np.ndarray, frac: float, seed: int) -> np.ndarray:
-    """A seeded share ``frac`` of ``rows``, stratified by source (at least one row each)."""
-    if not 0 < frac <= 1:
-        raise ConfigError(f"train.label-frac must be in (0, 1], got {frac}")
-    if frac == 1:
-        return rows
-    rng = np.random.default_rng([seed, 7])
-    keep = []
-    for s in np.unique(store.sources[rows]):
-        mine = rows[store.sources[rows] == s]
-        keep.append(
-            rng.choice(mine, size=max(1, round(frac * len(mine))), replace=False)
-        )
-    return np.sort(np.concatenate(keep))
-
-
-def select_rows(store, tcfg) -> dict[str, np.ndarray]:
-    """Row indices: train (train sources, label-frac applied), val (train sources), test."""
-    train_src = check_sources(store, tcfg.train_sources, "train.train-sources")
-    test_src = check_sources(store, tcfg.test_sources, "train.test-sources")
-    rows = {
-        "train": label_subset(
-            store, store.select("train", train_src), tcfg.label_frac, tcfg.seed
-        ),
-        "val": store.select("val", train_src),
-        "test": store.select("test", test_src),
-    }
-    for split, r in rows.items():
-        if len(np.unique(store.labels[r])) < 2:
-            raise ConfigError(
-                f"the {split} split of {store.path} needs reals and fakes, has "
-                f"{len(r)} rows of one class; check data.val-frac / data.test-frac"
-            )
-    return rows
-
-
-# -- scoring ----------------------------------------------------------------------------
-def score(
-    model,
-    store,
-    rows,
-    device,
-    *,
-    threshold: float | None = None,
-    loss_fn=None,
-    amp: bool = True,
-) -> tuple[dict, dict, object, float]:
-    """(overall, per_source, predictions, threshold); ``threshold=None`` chooses it on these rows."""
-    pred = predict(model, store.batches(rows, EVAL_BATCH), device, amp=amp)
-    thr = choose_threshold(pred.probs, pred.labels) if threshold is None else threshold
-    overall = binary_metrics(pred.probs, pred.labels, thr)
-    if loss_fn is not None:
-        overall["loss"] = float(
-            loss_fn(pred.logits.to(device), pred.labels.float().to(device))
-        )
-    return (
-        overall,
-        per_source_metrics(
-            pred.probs, pred.labels, pred.source_ids, store.source_names, thr
-        ),
-        pred,
-        thr,
-    )
-
-
-def evaluate_checkpoint(
-    ckpt_path: str | Path,
-    store,
-    rows: np.ndarray,
-    device: torch.device | str = "cpu",
-    *,
-    threshold: float | None = None,
-    transform=None,
-    amp: bool = True,
-    batch_size: int = EVAL_BATCH,
-) -> tuple[dict, dict, object]:
-    """Score a detector checkpoint on store ``rows`` at its own (val-chosen) threshold.
-
-    Args:
-        threshold: overrides the checkpoint's threshold.
-        transform: applied to float images on the device first (robustness distortions).
-
-    Returns:
-        (overall metrics, {source: metrics}, Predictions) as :func:`dfflab.train.core.evaluate`.
-    """
-    device = torch.device(device) if isinstance(device, str) else device
-    model, ckpt = load_detector(ckpt_path)
-    if int(ckpt["image_size"]) != store.image_size:
-        raise ValueError(
-            f"{ckpt_path}: trained on {ckpt['image_size']} px images but the store "
-            f"{store.path} holds {store.image_size} px; set data.image-size={ckpt['image_size']}"
-        )
-    model = prepare_model(model, device)
-    thr = float(ckpt.get("threshold", 0.5)) if threshold is None else threshold
-    return evaluate(
-        model,
-        store.batches(rows, batch_size),
-        device,
-        store.source_names,
-        threshold=thr,
-        amp=amp,
-        transform=transform,
-    )
-
-
-def metrics_table(overall: dict, per_source: dict, title: str = "") -> str:
-    """A fixed-width table: one line overall, one per fake source."""
-    head = f"{'':<12}" + "".join(f"{k[:9]:>10}" for k in SHOWN)
-    lines = [title, head] if title else [head]
-    for name, m in [("all", overall), *per_source.items()]:
-        lines.append(
-            f"{name:<12}" + "".join(f"{m.get(k, float('nan')):>10.4f}" for k in SHOWN)
-        )
-    return "\n".join(lines)
 
 
 # -- run folder and resume ----------------------------------------------------------------
