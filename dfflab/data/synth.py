@@ -41,18 +41,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from dfflab.data.imageops import gaussian_blur, match_colour, resize, sample_bilinear
 from dfflab.data.synth_faces import (
     FaceFrame,
     Shot,
     add_sensor_noise,
     face_frame,
     from_face,
-    gaussian_blur,
     image_grid,
-    match_colour,
     render_portrait,
-    resize,
-    sample_bilinear,
     sample_identity,
     sample_shot,
     to_face,
