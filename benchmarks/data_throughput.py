@@ -57,8 +57,7 @@ def main() -> None:
     root = Path(args.data) if args.data else tmp / "synthdff"
     if not args.data:
         from dfflab.config import load_config
-        from dfflab.data.cli import write_synth
-        from dfflab.data.synth import SynthSpec
+        from dfflab.data.synth import SynthSpec, write_synth
 
         t = time.time()
         write_synth(root, SynthSpec(n_real=args.n_real), load_config("quick"), progress=False)

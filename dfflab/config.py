@@ -24,25 +24,18 @@ from typing import Any
 
 from dfflab.federated.config import FLConfig
 from dfflab.generative.config import GANConfig
+from dfflab.settings import ConfigError, doc
 from dfflab.ssl.config import SSLConfig
 from dfflab.uq.config import UQConfig
 
-
-class ConfigError(ValueError):
-    """A preset or override names an unknown key or carries a value of the wrong type."""
-
-
-def doc(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a default and a one-line help text (shown by ``--help``)."""
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help, **kw})
+__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "apply_dict", "config_from_dict",
+           "doc", "help_table", "load_config", "preset_names", "set_value"]
 
 
 @dataclass
 class DataConfig:
     root: str = doc("results/data/synthdff", "Dataset root: DFF folders or zips, a generic real/fake tree, or SynthDFF.")
-    store: str = doc("", "Prepared store folder; empty = <root>-store-<image-size>.")
+    store: str = doc("", "Prepared store folder; empty = <root>-store-<image-size>.", result=False)
     image_size: int = doc(64, "Side in pixels of the square, centre-cropped images every stage trains on.")
     n_real: int = doc(1000, "SynthDFF: real photos to synthesize (total images = 4 x n-real).")
     difficulty: float = doc(1.0, "SynthDFF: artifact strength of the fakes (0 = invisible, 2 = blatant).")
@@ -52,8 +45,8 @@ class DataConfig:
     val_frac: float = doc(0.15, "Share of relative paths (a real and its fakes) in the validation split.")
     test_frac: float = doc(0.15, "Share of relative paths in the test split.")
     split_seed: int = doc(0, "Seed of the grouped split; fixed so every stage sees the same split.")
-    max_bad_frac: float = doc(0.05, "Fail prepare when more than this share of files is unreadable.")
-    workers: int = doc(0, "Decoding processes for prepare (0 = all cores).")
+    max_bad_frac: float = doc(0.05, "Fail prepare when more than this share of files is unreadable.", result=False)
+    workers: int = doc(0, "Decoding processes for prepare (0 = all cores).", result=False)
 
 
 @dataclass
@@ -70,7 +63,9 @@ class TrainConfig:
     lr: float = doc(2e-3, "Peak learning rate of AdamW after warmup.")
     weight_decay: float = doc(0.05, "AdamW weight decay.")
     warmup_epochs: float = doc(1.0, "Linear warmup length in epochs before the cosine decay.")
-    patience: int = doc(4, "Early stopping: epochs without a better val AUROC before stopping.")
+    patience: int = doc(4, "Early stopping: validations without a better val AUROC before stopping.")
+    eval_every: int = doc(1, "Epochs between validations (and test logging); the last epoch is always validated. "
+                          "Runs with many tiny epochs (1% of labels at matched steps) validate as often as a full run.")
     balance: str = doc("weight", "Class imbalance (1 real : 3 fakes): weight (loss pos_weight), sample (balanced sampler), none.")
     augment: str = doc("flip-crop", "Tensor augmentations: none, flip, flip-crop (no colour/blur: they erase artifacts).")
     label_frac: float = doc(1.0, "Share of training labels used (label-efficiency experiments).")
@@ -80,15 +75,31 @@ class TrainConfig:
     seed: int = doc(0, "Seed of weights, sampling and augmentation.")
     device: str = doc("auto", "auto, cpu, cuda, cuda:N or mps.")
     amp: bool = doc(True, "bf16 autocast on a GPU (ignored on a CPU).")
-    threads: int = doc(0, "torch CPU threads (0 = all cores).")
-    audit: bool = doc(True, "Run the metadata shortcut audit (seconds) with each centralized training run.")
+    threads: int = doc(0, "torch CPU threads (0 = all cores).", result=False)
+    audit: bool = doc(True, "Run the metadata shortcut audit (seconds) with each centralized training run.",
+                      result=False)
+    bootstrap: int = doc(1000, "Stratified bootstrap resamples behind every 95% interval in summary.json "
+                         "(reals and fakes resampled separately; 0 = no intervals).")
+
+
+@dataclass
+class PipelineConfig:
+    """What ``dfflab pipeline`` runs beyond one run per method (no single run reads these)."""
+
+    seeds: list = doc(["0"], "Seeds (train.seed) of the centralized detectors the report compares (scratch and "
+                      "each SSL init): one run per seed; the report shows mean, spread and paired intervals.",
+                      result=False)
+    fl_seeds: list = doc(["0"], "Seeds of the federated runs and the local-only baseline.", result=False)
+    fl_search: bool = doc(False, "Run the federated recipe search (`dfflab federated search`) first and train the "
+                          "by-source runs with its accepted recipe; off: the preset's [fl] is the recipe.",
+                          result=False)
 
 
 @dataclass
 class Config:
     """All of dfflab's settings. Build with :func:`load_config`."""
 
-    results: str = doc("results", "Output folder: runs go to <results>/runs/.")
+    results: str = doc("results", "Output folder: runs go to <results>/runs/.", result=False)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -96,6 +107,7 @@ class Config:
     fl: FLConfig = field(default_factory=FLConfig)
     gan: GANConfig = field(default_factory=GANConfig)
     uq: UQConfig = field(default_factory=UQConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -279,3 +291,40 @@ def help_table() -> str:
         _, f = _resolve(cfg, key)
         lines.append(f"{key} = {value!r}\n    {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+# Settings that hold paths: compared and passed on as absolute paths.
+PATH_KEYS = ("results", "data.root", "data.store", "train.init")
+
+
+def is_result_setting(key: str) -> bool:
+    """Whether a setting can change what a run computes (``doc(..., result=False)`` says no)."""
+    _, f = _resolve(Config(), key)
+    return f.metadata.get("result", True)
+
+
+def result_settings(cfg: Config, scope: tuple[str, ...]) -> dict[str, Any]:
+    """``cfg``'s settings under ``scope`` (sections such as ``train``, single keys such as
+    ``train.seed``, exclusions such as ``!ssl.label-fractions``) that can change a result, with
+    path settings made absolute."""
+
+    def under(key: str, items) -> bool:
+        return any(key == s or key.startswith(s + ".") for s in items)
+
+    keep = [s for s in scope if not s.startswith("!")]
+    drop = [s[1:] for s in scope if s.startswith("!")]
+    out = {}
+    for key, value in cfg.flat().items():
+        if not under(key, keep) or under(key, drop) or not is_result_setting(key):
+            continue
+        if key in PATH_KEYS and value not in ("", "scratch"):
+            value = str(Path(value).resolve())
+        out[key] = value
+    return out
+
+
+def derive(cfg: Config, overrides: dict[str, Any], source: str = "derived") -> Config:
+    """A copy of ``cfg`` with dotted kebab-case ``overrides`` applied (``{"ssl.views": "crop"}``)."""
+    out = config_from_dict(cfg.to_dict())
+    apply_dict(out, overrides, source)
+    return out

@@ -75,13 +75,22 @@ def per_source_metrics(scores: torch.Tensor, labels: torch.Tensor, source_ids: t
     return out
 
 
+def binary_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy of Bernoulli(p) in bits: 0 when certain, 1 at p = 0.5."""
+    p = probs.double().clamp(1e-7, 1 - 1e-7)
+    return -(p * p.log2() + (1 - p) * (1 - p).log2())  # float64: near 1 bit, float32 ties
+
+
 def choose_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """The p(fake) threshold maximising balanced accuracy (Youden's J) — fit on validation only."""
+    """The p(fake) threshold maximising balanced accuracy (Youden's J) -- fit on validation only.
+
+    Computed in float64: float32 would tie the near-0.5 p(fake) of a large temperature,
+    so temperature scaling could move the decisions; float32 scores convert exactly.
+    """
     if labels.min() == labels.max():
         return 0.5
-    fpr, tpr, thr = binary_roc(scores.float().cpu(), labels.long().cpu())
-    j = tpr - fpr
-    i = int(torch.argmax(j))
+    fpr, tpr, thr = binary_roc(scores.double().cpu(), labels.long().cpu())
+    i = int(torch.argmax(tpr - fpr))
     return float(min(max(thr[i].item(), 0.0), 1.0))
 
 

@@ -25,7 +25,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from dfflab.runs import Run, find_finished, read_json, write_json
+from dfflab.config import derive
+from dfflab.files import read_json, write_json
+from dfflab.runs import Run, find_run
 
 STAGES: list[tuple[str, str]] = [
     ("data", "synthesize (SynthDFF) and prepare the store"),
@@ -154,15 +156,6 @@ class Pipeline:
         return 0
 
 
-def with_settings(cfg, overrides: dict):
-    """A copy of ``cfg`` with dotted kebab-case overrides applied."""
-    from dfflab.config import apply_dict, config_from_dict
-
-    new = config_from_dict(cfg.to_dict())
-    apply_dict(new, overrides, "pipeline")
-    return new
-
-
 # -- stages -------------------------------------------------------------------------------
 def stage_data(p: Pipeline) -> dict:
     store = p.get_store()
@@ -174,32 +167,49 @@ def stage_ssl(p: Pipeline) -> dict:
     from dfflab.ssl.pretrain import pretrain
 
     store = p.get_store()
-    simclr = pretrain(with_settings(p.cfg, {"ssl.method": "simclr"}), store=store, progress=p.progress,
+    simclr = pretrain(derive(p.cfg, {"ssl.method": "simclr"}), store=store, progress=p.progress,
                       note="SimCLR (NT-Xent, lightly) with artifact-preserving views: the SSL baseline.")
-    byol = pretrain(with_settings(p.cfg, {"ssl.method": "byol"}), store=store, progress=p.progress,
+    byol = pretrain(derive(p.cfg, {"ssl.method": "byol"}), store=store, progress=p.progress,
                     parent=simclr.name,
                     note="BYOL instead of SimCLR: no negatives, so no large batch is needed on 2 cores.")
     return {"simclr": simclr, "byol": byol}
 
 
-def stage_centralized(p: Pipeline) -> dict:
-    from dfflab.centralized.robustness import evaluate_robustness, write_robustness
-    from dfflab.centralized.train import train_detector
+def _seeds(values: list) -> list[int]:
+    from dfflab.config import ConfigError
 
-    store = p.get_store()
-    scratch = train_detector(p.cfg, name="scratch", store=store, progress=p.progress,
-                             note="Baseline: detector trained from random init on all three fake sources.")
-    out = {"scratch": scratch}
-    for method in ("simclr", "byol"):
-        ssl_run = p.run_dir("ssl", method)
-        if ssl_run:
-            out[f"{method}-init"] = train_detector(
-                with_settings(p.cfg, {"train.init": ssl_run}), name=f"{method}-init", store=store,
-                progress=p.progress, parent=scratch.name,
-                note=f"Same recipe, backbone initialised from the {method} SSL run: does label-free "
-                     "pretraining help the detector?")
-    result = evaluate_robustness(scratch.path("detector.pt"), store, p.cfg)
-    write_robustness(result, scratch.dir)
+    try:
+        return [int(v) for v in values] or [0]
+    except ValueError:
+        raise ConfigError(f"pipeline seeds must be integers, got {values}") from None
+
+
+def _key(name: str, seed: int, first: int) -> str:
+    """The state key of one seed's run: the first seed keeps the plain name."""
+    return name if seed == first else f"{name}@seed{seed}"
+
+
+def stage_centralized(p: Pipeline) -> dict:
+    from dfflab.centralized.distortions import evaluate_robustness, write_robustness
+    from dfflab.detector.trainer import train_detector
+
+    store, seeds = p.get_store(), _seeds(p.cfg.pipeline.seeds)
+    out = {}
+    for seed in seeds:
+        cfg = derive(p.cfg, {"train.seed": seed})
+        scratch = train_detector(cfg, name="scratch", store=store, progress=p.progress,
+                                 note="Baseline: detector trained from random init on all three fake sources.")
+        out[_key("scratch", seed, seeds[0])] = scratch
+        for method in ("simclr", "byol"):
+            ssl_run = p.run_dir("ssl", method)
+            if ssl_run:
+                out[_key(f"{method}-init", seed, seeds[0])] = train_detector(
+                    derive(cfg, {"train.init": ssl_run}), name=f"{method}-init", store=store,
+                    progress=p.progress, parent=scratch.name,
+                    note=f"Same recipe, backbone initialised from the {method} SSL run: does label-free "
+                         "pretraining help the detector?")
+    result = evaluate_robustness(out["scratch"].path("detector.pt"), store, p.cfg)
+    write_robustness(result, out["scratch"].dir)
     return out
 
 
@@ -220,10 +230,18 @@ def stage_label_efficiency(p: Pipeline) -> dict:
 
 
 def stage_federated(p: Pipeline) -> dict:
-    from dfflab.federated.run import run_federated, run_local_only
+    from dfflab.federated.launcher import run_federated
+    from dfflab.federated.local_only import run_local_only
+    from dfflab.federated.search import run_search
 
-    out = {}
+    out, store, seeds = {}, p.get_store(), _seeds(p.cfg.pipeline.fl_seeds)
     parent = p.run_dir("centralized", "scratch")
+    recipe: dict = {}
+    if p.cfg.pipeline.fl_search:
+        central = Run.open(parent) if parent else None
+        found = run_search(p.cfg, store=store, central=central, progress=p.progress)
+        recipe = found["recipe"]
+        out.update({f"search:{r.record['name']}": r for r in found["runs"]})
     plan = [
         ("fedavg-source", {"fl.strategy": "fedavg", "fl.partitioning": "source"},
          "FedAvg with one generator per client: the federated counterpart of the centralized baseline."),
@@ -234,19 +252,25 @@ def stage_federated(p: Pipeline) -> dict:
         ("fedavg-iid", {"fl.strategy": "fedavg", "fl.partitioning": "iid"},
          "FedAvg on an IID split: isolates the cost of federation from the cost of source shift."),
     ]
-    prev = parent
-    for name, over, note in plan:
-        cfg = with_settings(p.cfg, over)
-        # runs that finished before a crash of this stage are kept, not trained again
-        run = find_finished(cfg.results, "federated", name, cfg) or run_federated(
-            cfg, name=name, parent=prev, note=note, progress=p.progress)
-        out[name] = run
-        prev = Path(str(run.dir if isinstance(run, Run) else run)).name
-    cfg = with_settings(p.cfg, {"fl.partitioning": "source"})
-    out["local-only"] = find_finished(cfg.results, "federated", "local-only", cfg) or run_local_only(
-        cfg, name="local-only", parent=parent,
-        note="Each client trains alone on its own generator: the lower bound federation must beat.",
-        progress=p.progress)
+    for seed in seeds:
+        prev = parent
+        for name, over, note in plan:
+            # the search's accepted recipe, but each run keeps its own strategy and partitioning
+            cfg = derive(p.cfg, {**recipe, **over, "train.seed": seed})
+            # runs that finished before a crash of this stage are kept, not trained again (the IID run
+            # may be the search's accepted step, under its own name)
+            run = find_run(cfg.results, "federated", name=None if name == "fedavg-iid" else name,
+                           cfg=cfg) or run_federated(
+                cfg, name=name, parent=prev, note=note + (f" Recipe from the search: {recipe}." if recipe else ""),
+                progress=p.progress)
+            out[_key(name, seed, seeds[0])] = run
+            prev = run.name
+        cfg = derive(p.cfg, {**recipe, "fl.partitioning": "source", "train.seed": seed})
+        out[_key("local-only", seed, seeds[0])] = find_run(cfg.results, "federated", name="local-only",
+                                                           cfg=cfg) or run_local_only(
+            cfg, name="local-only", parent=parent,
+            note="Each client trains alone on its own generator: the lower bound federation must beat.",
+            progress=p.progress)
     return out
 
 

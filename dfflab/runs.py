@@ -3,85 +3,59 @@
 A run folder holds ``config.json`` (resolved config, git commit, package versions,
 dataset fingerprint, ``parent`` run and a free-text ``note`` on what the run changes
 and why), ``metrics.csv`` (one row per epoch or round), ``summary.json`` (written once
-at the end) and checkpoints. Every file is written atomically: a crash leaves either
-the old file or the new one, never half of one. The report is built from these
-folders alone.
+at the end) and checkpoints; ``last.pt`` marks a run that can be resumed. Every file is
+written atomically (:mod:`dfflab.files`). The report is built from these folders alone.
+
+The lifecycle every stage shares:
+
+* :func:`open_or_resume` -- a new run folder, or the crashed one of the same name that is
+  :func:`same_run` (same dataset fingerprint and the same :func:`identity`: the settings
+  in the stage's :data:`SCOPES` that can change its result);
+* :func:`find_run` -- the newest run matching a name, settings, state or any test (reuse of
+  finished runs, "the newest SSL run", ...); :func:`find_seeds` -- a run's seed replicates.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import json
-import os
 import platform
 import subprocess
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
+from dfflab.files import (
+    atomic_write_text,
+    load_checkpoint,
+    read_csv,
+    read_json,
+    save_checkpoint,
+    write_csv,
+    write_json,
+)
+
+__all__ = ["Run", "SCOPES", "atomic_write_text", "find_run", "git_commit", "identity", "is_side_run",
+           "list_runs", "load_checkpoint", "open_or_resume", "read_json", "same_run", "save_checkpoint",
+           "write_json"]
 
 PACKAGES = ("torch", "torchvision", "lightly", "flwr", "flwr-datasets", "torchmetrics", "numpy")
 
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def read_json(path: Path | str) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
-    """torch.save through a temp file; load with :func:`load_checkpoint`."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle errors are many; name the file
-        raise RuntimeError(f"{path}: not a loadable dfflab checkpoint ({e})") from e
+# The settings each stage's result depends on: sections, or single settings (``train.seed``).
+# ``!key`` leaves one out. Within them, settings declared ``result=False`` (threads, worker
+# counts, output folders) never make two runs different.
+TRAIN_CONDITIONS = ("train.seed", "train.device", "train.amp")
+SCOPES: dict[str, tuple[str, ...]] = {
+    "centralized": ("data", "model", "train"),
+    "crossgen": ("data", "model", "train"),
+    "ensemble": ("data", "model", "train"),
+    "label-efficiency": ("data", "model", "train", "ssl"),
+    "federated": ("data", "model", "train", "fl"),
+    "ssl": ("data", "model", "ssl", "!ssl.label-fractions", *TRAIN_CONDITIONS),
+    "ssl-views": ("data", "model", "ssl", "!ssl.label-fractions", *TRAIN_CONDITIONS),
+    "generative": ("data", "gan", *TRAIN_CONDITIONS),
+}
 
 
 def git_commit() -> str:
@@ -176,11 +150,7 @@ class Run:
     # -- metrics -----------------------------------------------------------------
     def metrics(self) -> list[dict[str, Any]]:
         """Rows of ``metrics.csv`` with numbers parsed back to float/int."""
-        p = self.dir / "metrics.csv"
-        if not p.is_file():
-            return []
-        with open(p, newline="") as f:
-            return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: _parse(v) for k, v in row.items()} for row in read_csv(self.dir / "metrics.csv")]
 
     def log_metrics(self, row: dict[str, Any]) -> None:
         """Append one row (an epoch or a round) to ``metrics.csv``, atomically.
@@ -195,15 +165,7 @@ class Run:
         self._write_metrics(self.metrics()[:keep])
 
     def _write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        cols: list[str] = []
-        for r in rows:
-            cols += [k for k in r if k not in cols]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, restval="")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(v) for k, v in r.items()})
-        atomic_write_text(self.dir / "metrics.csv", buf.getvalue())
+        write_csv(self.dir / "metrics.csv", rows, fmt=_fmt)
 
     # -- summary, checkpoints, notes -------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> None:
@@ -218,7 +180,7 @@ class Run:
         save_checkpoint(p, state)
         return p
 
-    def load(self, name: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    def load(self, name: str, map_location: Any = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.dir / name, map_location)
 
     def update_record(self, **fields: Any) -> None:
@@ -271,32 +233,128 @@ def is_side_run(name: str) -> bool:
     return name.startswith(SIDE_RUN_PREFIXES)
 
 
-def find_finished(results: Path | str, stage: str, name: str | None, cfg, fingerprint: str | None = None) -> Run | None:
-    """The newest finished run of ``stage``/``name`` made with config ``cfg`` (to reuse it).
+# -- the same run -----------------------------------------------------------------------------
+def identity(config, stage: str) -> dict[str, Any]:
+    """The settings of ``config`` (a Config, or a run's recorded config dict) that can change a
+    ``stage`` run's result: its :data:`SCOPES`, without ``result=False`` settings, paths made
+    absolute. A recorded config that predates a setting counts as made with its default.
 
-    ``name=None`` accepts a run of any name (the same computation recorded by another
-    experiment); ``fingerprint`` also requires the run's dataset fingerprint. A run
-    recorded before a setting existed counts as made with that setting's default.
+    Raises:
+        ConfigError: the recorded config holds a setting that no longer exists.
     """
-    from dfflab.config import ConfigError, config_from_dict
+    from dfflab.config import Config, config_from_dict, result_settings
 
-    want = cfg.to_dict()
+    cfg = config if isinstance(config, Config) else config_from_dict(config)
+    if stage not in SCOPES:
+        raise KeyError(f"no identity scope for stage '{stage}' (known: {', '.join(SCOPES)})")
+    return result_settings(cfg, SCOPES[stage])
+
+
+def same_run(run: Run, cfg, fingerprint: str | None = None, extra: dict[str, Any] | None = None) -> bool:
+    """Whether ``run`` is the run ``cfg`` would make: same dataset fingerprint (if given), same
+    ``extra`` record fields (an experiment's spec, say) and the same :func:`identity`."""
+    from dfflab.config import ConfigError
+
+    rec = run.record
+    if fingerprint is not None and rec.get("dataset_fingerprint") != fingerprint:
+        return False
+    if any(rec.get(k) != v for k, v in (extra or {}).items()):
+        return False
+    stage = rec.get("stage", "")
+    try:
+        return identity(rec["config"], stage) == identity(cfg, stage)
+    except ConfigError:  # a setting that no longer exists: not comparable
+        return False
+
+
+def find_run(results: Path | str, stage: str, *, name: str | None = None, cfg=None,
+             fingerprint: str | None = None, extra: dict[str, Any] | None = None, state: str = "finished",
+             where: Callable[[Run], bool] | None = None) -> Run | None:
+    """The newest run of ``stage`` that matches everything given.
+
+    Args:
+        name: its name (``None``: any name -- the same computation recorded by another experiment).
+        cfg, fingerprint, extra: with ``cfg``, it must be :func:`same_run`.
+        state: ``finished`` (has summary.json), ``resumable`` (no summary but a ``last.pt``) or ``any``.
+        where: any further test.
+    """
+    if state not in ("finished", "resumable", "any"):
+        raise ValueError(f"state must be finished, resumable or any, not {state!r}")
     for run in reversed(list_runs(results, stage)):
-        if (name is not None and run.record.get("name") != name) or not run.finished:
+        if name is not None and run.record.get("name") != name:
             continue
-        if fingerprint is not None and run.record.get("dataset_fingerprint") != fingerprint:
+        if state == "finished" and not run.finished:
             continue
+        if state == "resumable" and (run.finished or not run.path("last.pt").is_file()):
+            continue
+        if cfg is not None and not same_run(run, cfg, fingerprint, extra):
+            continue
+        if cfg is None and fingerprint is not None and run.record.get("dataset_fingerprint") != fingerprint:
+            continue
+        if where is not None and not where(run):
+            continue
+        return run
+    return None
+
+
+def find_seeds(results: Path | str, stage: str, name: str, cfg=None) -> list[Run]:
+    """The seed replicates of a run: finished runs of ``stage``/``name`` on the same data whose
+    settings differ at most in ``train.seed`` (those of ``cfg``, else of the newest such run);
+    the newest one per seed, ordered by seed."""
+    from dfflab.config import ConfigError
+
+    runs = [r for r in reversed(list_runs(results, stage)) if r.finished and r.record.get("name") == name]
+    if not runs:
+        return []
+
+    def key(run_or_cfg):
+        ident = dict(identity(run_or_cfg.record["config"] if isinstance(run_or_cfg, Run) else run_or_cfg, stage))
+        ident.pop("train.seed", None)
+        return ident
+
+    ref, fp = (key(cfg), None) if cfg is not None else (key(runs[0]), runs[0].record.get("dataset_fingerprint"))
+    fp = fp or runs[0].record.get("dataset_fingerprint")
+    by_seed: dict[int, Run] = {}
+    for run in runs:
         try:
-            if config_from_dict(run.config).to_dict() == want:
-                return run
-        except ConfigError:  # a setting that no longer exists: not comparable
+            same = run.record.get("dataset_fingerprint") == fp and key(run) == ref
+        except ConfigError:
             continue
-    return None
+        seed = int(run.config.get("train", {}).get("seed", 0))
+        if same and seed not in by_seed:
+            by_seed[seed] = run
+    return [by_seed[k] for k in sorted(by_seed)]
 
 
-def find_unfinished(results: Path | str, stage: str, name: str) -> Run | None:
-    """The newest run of ``stage``/``name`` that has a checkpoint but no summary (crashed)."""
-    for run in reversed(list_runs(results, stage)):
-        if run.record.get("name") == name and not run.finished and (run.dir / "last.pt").is_file():
-            return run
-    return None
+def open_or_resume(cfg, stage: str, name: str, *, fingerprint: str, parent: str | None = None, note: str = "",
+                   resume: bool = True, resume_from: Path | str | None = None, extra: dict[str, Any] | None = None,
+                   where: Callable[[Run], bool] | None = None, quiet: bool = False) -> tuple[Run, dict | None]:
+    """(run, its ``last.pt`` state or None): the crashed run to continue, or a new run folder.
+
+    Args:
+        resume: continue the newest resumable run of ``stage``/``name`` that is :func:`same_run`.
+        resume_from: continue exactly this run folder (it must be resumable).
+        extra: fields recorded in config.json that must also match (an experiment's spec).
+        where: a further test a run must pass to be resumed (e.g. not diverged).
+    """
+    from dfflab.config import ConfigError
+
+    run = None
+    if resume_from:
+        run = Run.open(resume_from)
+        if run.finished:
+            raise ConfigError(f"{resume_from} already finished (has summary.json); nothing to resume")
+        if not run.path("last.pt").is_file():
+            raise ConfigError(f"{resume_from} has no last.pt to resume from")
+    elif resume:
+        run = find_run(cfg.results, stage, name=name, cfg=cfg, fingerprint=fingerprint, extra=extra,
+                       state="resumable", where=where)
+        newest = find_run(cfg.results, stage, name=name, state="resumable")
+        if run is None and newest is not None and not quiet:
+            print(f"not resuming {newest.dir}: its data or settings differ; starting afresh")
+    if run is not None:
+        if not quiet:
+            print(f"resuming {run.dir}")
+        return run, run.load("last.pt")
+    return Run.create(cfg.results, stage, name, cfg.to_dict(), parent=parent, note=note, fingerprint=fingerprint,
+                      extra=extra), None

@@ -1,25 +1,17 @@
 """Malicious clients: non-finite updates rejected, attacks change updates, robust aggregation helps.
 
 No simulation engine: the strategies are flwr's, driven by hand with reply messages
-(see ``test_federated.py``); the robustness table itself is ``dfflab federated robustness``.
+(helpers in ``conftest.py``); the robustness table itself is ``dfflab federated robustness``.
 """
 
 import numpy as np
 import pytest
 import torch
+from conftest import FakeGrid, arrays_of, client_ctx, client_msg, instruction, reply, tiny
 from flwr.app import ConfigRecord, Error, Message, RecordDict
-from test_federated import (  # noqa: F401
-    FakeGrid,
-    arrays_of,
-    client_ctx,
-    client_msg,
-    instruction,
-    reply,
-    server_identity,
-    tiny,
-)
 
 from dfflab.config import ConfigError, load_config
+from dfflab.detector.recipe import initial_model
 from dfflab.federated import attacks, client_app, task
 from dfflab.federated.partition import client_rows
 from dfflab.federated.strategies import STRATEGIES, make_strategy
@@ -96,7 +88,7 @@ def test_label_flip_changes_the_update(store, tmp_path):
     rows = client_rows(store, cfg, 0, cfg.fl.num_partitions)["train"]
     updates = {}
     for flip in (False, True):
-        model, _ = task.initial_model(cfg, device)
+        model, _ = initial_model(cfg, device)
         names = [n for n, _ in model.named_parameters()]
         start = {k: v.clone() for k, v in task.state_of(model).items()}
         task.local_train(model, store, rows, cfg, device, server_round=1, partition_id=0, flip_labels=flip)
@@ -156,7 +148,7 @@ def test_malicious_client_sends_the_scaled_or_non_finite_update(store, tmp_path)
     for attack in ("none", "scale", "nan"):
         extra = [] if attack == "none" else ["fl.malicious=1", f"fl.attack={attack}", "fl.attack-scale=-4"]
         cfg = tiny(store, tmp_path, *extra)
-        model, _ = task.initial_model(cfg, torch.device("cpu"))
+        model, _ = initial_model(cfg, torch.device("cpu"))
         start = {k: v.clone() for k, v in model.state_dict().items()}
         out = client_app.train(client_msg(cfg, model, 1), client_ctx(1))
         sent[attack] = out.content["arrays"].to_torch_state_dict()
@@ -181,7 +173,7 @@ def test_failure_injection_raises_or_hangs():
 
 
 def test_robustness_cells_and_table():
-    from dfflab.federated.robustness import _ids, markdown, setting_cfg
+    from dfflab.federated.byzantine import _ids, markdown, setting_cfg
 
     cfg = load_config("tiny")
     c = setting_cfg(cfg, "fedtrimmedavg", 6, 2, "scale")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from dfflab.centralized import train as train_mod
-from dfflab.centralized.audit import metadata_audit, pixel_check, single_feature_auroc
 from dfflab.centralized.crossgen import job_config, protocol, run_crossgen
-from dfflab.centralized.robustness import DISTORTIONS, conditions, evaluate_robustness
-from dfflab.centralized.rows import select_rows
-from dfflab.centralized.scoring import evaluate_checkpoint
-from dfflab.centralized.train import train_detector
+from dfflab.centralized.distortions import DISTORTIONS, conditions, evaluate_robustness
 from dfflab.config import ConfigError, load_config
+from dfflab.data.audit import metadata_audit, pixel_check, single_feature_auroc
+from dfflab.detector import recipe as train_mod
+from dfflab.detector.rows import select_rows
+from dfflab.detector.scoring import score_checkpoint
+from dfflab.detector.trainer import train_detector
 from dfflab.models import load_detector
 from dfflab.runs import Run
 
@@ -89,9 +89,8 @@ def test_run_folder_metrics_summary_and_checkpoint(trained, store):
     # detector.pt carries the val threshold, and re-scoring it reproduces the summary
     _, ckpt = load_detector(run.path("detector.pt"))
     assert ckpt["threshold"] == pytest.approx(s["threshold"])
-    overall, per, pred = evaluate_checkpoint(
-        run.path("detector.pt"), store, store.select("test", FAKES)
-    )
+    scored = score_checkpoint(run.path("detector.pt"), store, store.select("test", FAKES))
+    overall, pred = scored.overall, scored.pred
     assert overall["auroc"] == pytest.approx(s["test"]["auroc"], abs=1e-6)
     assert overall["accuracy"] == pytest.approx(s["test"]["accuracy"], abs=1e-6)
     assert pred.logits.shape == (s["test"]["n"],)

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from dfflab.detector.scoring import score_batches
 from dfflab.metrics import binary_metrics, choose_threshold, eer, per_source_metrics
 from dfflab.train.augment import hflip, make_augment, translate
-from dfflab.train.core import detection_loss, epoch_rows, evaluate, train_one_epoch, warmup_cosine
+from dfflab.train.core import detection_loss, epoch_rows, train_one_epoch, warmup_cosine
 
 
 def test_metrics_match_hand_computation():
@@ -94,11 +95,12 @@ def test_core_learns_a_separable_toy_problem():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                           nn.Linear(4, 1), nn.Flatten(0))
     dev = torch.device("cpu")
-    before, _, _ = evaluate(model, batches(), dev, ["wiki", "fake"])
+    before = score_batches(model, batches(), dev, ["wiki", "fake"], threshold=0.5).overall
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(15):
         stats = train_one_epoch(model, batches(), opt, nn.BCEWithLogitsLoss(), dev)
-    after, per, pred = evaluate(model, batches(), dev, ["wiki", "fake"], loss_fn=nn.BCEWithLogitsLoss())
+    scored = score_batches(model, batches(), dev, ["wiki", "fake"], threshold=0.5, loss_fn=nn.BCEWithLogitsLoss())
+    after, per, pred = scored.overall, scored.per_source, scored.pred
     assert stats["images"] == 256 and stats["loss"] < 0.3
     assert after["accuracy"] > 0.95 and after["auroc"] > 0.99 and after["auroc"] > before["auroc"]
     assert per["fake"]["auroc"] == after["auroc"] and pred.logits.shape == (256,)
@@ -112,3 +114,21 @@ def test_nan_loss_stops_training():
     with pytest.raises(FloatingPointError):
         train_one_epoch(model, [(x, torch.ones(4), torch.ones(4))], torch.optim.SGD(model.parameters(), 0.1),
                         nn.BCEWithLogitsLoss(), torch.device("cpu"))
+
+
+def test_reestimated_batchnorm_statistics_are_the_datas():
+    from dfflab.train.core import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(1))
+    x = torch.randint(0, 255, (64, 3, 8, 8), dtype=torch.uint8)
+    model(x[:2].float() / 255)
+    model[1].running_mean.fill_(5.0)  # stale statistics, e.g. an average over clients
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    batches = [(x[i:i + 16], torch.zeros(16), torch.zeros(16)) for i in range(0, 64, 16)]
+    assert reestimate_batchnorm(model, batches, torch.device("cpu"), amp=False) == 64
+    with torch.no_grad():
+        feats = model[0](x.float() / 255)  # (64, 4, 8, 8)
+    assert torch.allclose(model[1].running_mean, feats.mean((0, 2, 3)), atol=1e-5)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())  # weights untouched
+    assert not model.training and model[1].momentum == 0.1

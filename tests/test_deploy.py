@@ -15,12 +15,13 @@ import csv
 from pathlib import Path
 
 import pytest
+from conftest import tiny
 from cryptography import x509
-from test_federated import tiny
-from test_federated_sim import _cmd, _running
 
 from dfflab.federated.deploy import deploy_local
-from dfflab.federated.run import processes_with_env
+from dfflab.federated.launcher import alive, cmdline, processes_with_env
+
+pytestmark = pytest.mark.slow  # minutes: left out of `pytest -m "not slow"`
 
 # s: healthy clients answer in ~35 s here; a killed one never does (the SuperLink
 # reports it unavailable after 2 missed 30 s heartbeats, whichever comes first)
@@ -95,5 +96,5 @@ def test_deployment_leaves_no_process_behind(deployed):
     assert len(dep["stopped"]) >= 5  # SuperLink, its SuperExec, 3 SuperNodes (+ their SuperExecs)
     cmds = {p["pid"]: p["cmd"] for p in dep["stopped"]}
     for pid in pids:
-        assert not _running(pid) or _cmd(pid) != cmds.get(pid, ""), pid  # gone (or the pid was reused)
+        assert not alive(pid) or cmdline(pid) != cmds.get(pid, ""), pid  # gone (or the pid was reused)
     assert processes_with_env(dep["mark"], dep["id"]) == []

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dfflab.centralized.detect import detect
 from dfflab.cli import main
 from dfflab.config import load_config
+from dfflab.detector.inference import detect
 from dfflab.models import build_detector, save_detector
 
 
@@ -125,7 +125,7 @@ def test_detect_exit_codes(tmp_path, ckpt):
 
 
 def test_temperature_calibrates_p_but_keeps_decisions(folder, tmp_path):
-    from dfflab.centralized.detect import calibrated_threshold
+    from dfflab.detector.inference import calibrated_threshold
 
     torch.manual_seed(1)
     cfg = load_config("tiny")

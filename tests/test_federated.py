@@ -3,83 +3,41 @@
 The real Flower simulation (``flwr run .``) is in ``test_federated_sim.py``.
 """
 
-import json
 import os
-import time
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import FakeGrid, arrays_of, client_ctx, client_msg, instruction, reply, tiny
 from flwr.app import (
-    Array,
-    ArrayRecord,
     ConfigRecord,
-    Context,
     Error,
     Message,
     MessageType,
-    Metadata,
-    MetricRecord,
     RecordDict,
 )
 
 from dfflab.cli import main
 from dfflab.config import ConfigError, load_config
+from dfflab.detector.recipe import initial_model
 from dfflab.federated import client_app, task
-from dfflab.federated.compare import compare, resolve_runs, table
-from dfflab.federated.run import check_source_n, flwr_command, run_local_only
+from dfflab.federated.launcher import check_source_n, flwr_command
+from dfflab.federated.local_only import run_local_only
 from dfflab.federated.runconfig import (
     EXTRA,
     declarable_keys,
     declared_keys,
     from_run_config,
     to_run_config,
+    write_app_config,
 )
 from dfflab.federated.strategies import STRATEGIES, make_strategy
+from dfflab.report.compare import compare, resolve_runs, table
 from dfflab.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny(store, tmp_path, *extra):
-    return load_config("tiny", [f"data.store={store.path}", f"results={tmp_path}", "fl.min-partition-size=2",
-                                *extra])
-
-
-def instruction(content: RecordDict, node: int = 1, kind: str = MessageType.TRAIN) -> Message:
-    """A message as the server sends it (metadata set by hand: no SuperLink here)."""
-    md = Metadata(run_id=1, message_id=f"m{node}", src_node_id=0, dst_node_id=node, reply_to_message_id="",
-                  group_id="", created_at=time.time(), ttl=3600.0, message_type=kind)
-    return Message(content, metadata=md)
-
-
-def arrays_of(d: dict) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in d.items()})
-
-
-def reply(arrays: dict, n: int, node: int, **metrics) -> Message:
-    content = RecordDict({"arrays": arrays_of(arrays),
-                          "metrics": MetricRecord({"num-examples": n, **metrics})})
-    return Message(content, reply_to=instruction(RecordDict(), node))
-
-
-@pytest.fixture
-def server_identity(monkeypatch):
-    """What the ServerApp process knows about itself (strategies build messages with it)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
-        monkeypatch.setattr(TaskIdentity, attr, value)
-
-
-class FakeGrid:
-    def __init__(self, n):
-        self.n = n
-
-    def get_node_ids(self):
-        return list(range(1, self.n + 1))
 
 
 class Recorder:
@@ -136,21 +94,9 @@ def test_proximal_term_is_half_mu_squared_distance():
 
 
 # -- the ClientApp in-process ---------------------------------------------------------------
-def client_msg(cfg, model, server_round, kind=MessageType.TRAIN, **config):
-    content = RecordDict({"arrays": ArrayRecord(task.state_of(model)),
-                          "config": ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()),
-                                                  "server-round": server_round, **config})})
-    return instruction(content, kind=kind)
-
-
-def client_ctx(pid, n=3):
-    return Context(run_id=1, node_id=pid + 1, node_config={"partition-id": pid, "num-partitions": n},
-                   state=RecordDict(), run_config={})
-
-
 def test_client_trains_its_partition_and_reports_validation(store, tmp_path):
     cfg = tiny(store, tmp_path, "fl.strategy=fedprox")
-    model, _ = task.initial_model(cfg, torch.device("cpu"))
+    model, _ = initial_model(cfg, torch.device("cpu"))
     ctx = client_ctx(1)
     out = client_app.train(client_msg(cfg, model, 1, **{"proximal-mu": 0.1}), ctx)
     m = out.content["metrics"]
@@ -165,7 +111,7 @@ def test_client_trains_its_partition_and_reports_validation(store, tmp_path):
 
 def test_fedbn_client_keeps_its_batchnorm_layers(store, tmp_path):
     cfg = tiny(store, tmp_path, "fl.strategy=fedbn")
-    model, _ = task.initial_model(cfg, torch.device("cpu"))
+    model, _ = initial_model(cfg, torch.device("cpu"))
     bn = task.bn_keys(model)
     assert bn and all(".bn" in k or "downsample.1" in k or "stem.1" in k for k in bn)
     ctx = client_ctx(0)
@@ -181,18 +127,32 @@ def test_fedbn_client_keeps_its_batchnorm_layers(store, tmp_path):
 
 def test_injected_failure_raises_in_its_round_only(store, tmp_path):
     cfg = tiny(store, tmp_path, "fl.fail-client=2", "fl.fail-round=2")
-    model, _ = task.initial_model(cfg, torch.device("cpu"))
+    model, _ = initial_model(cfg, torch.device("cpu"))
     client_app.train(client_msg(cfg, model, 1), client_ctx(2))
     with pytest.raises(RuntimeError, match="failure injected"):
         client_app.train(client_msg(cfg, model, 2), client_ctx(2))
 
 
 # -- run config ---------------------------------------------------------------------------------
+def test_app_config_command_rewrites_a_stale_table(tmp_path):
+    text = (ROOT / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(text.replace('train.audit = ""\n', "").replace('fl.rounds = ""', 'fl.old = ""'))
+    assert not write_app_config(tmp_path, check=True)
+    assert "fl.old" in declared_keys(tmp_path) and "train.audit" not in declared_keys(tmp_path)  # check changed nothing
+    assert not write_app_config(tmp_path)
+    assert write_app_config(tmp_path, check=True)
+    assert declared_keys(tmp_path) == declared_keys(ROOT) == set(EXTRA) | set(declarable_keys())
+    assert (tmp_path / "pyproject.toml").read_text() == text  # everything above the table is kept
+
+
 def test_pyproject_declares_the_run_config():
     declared = declared_keys(ROOT)
     assert set(EXTRA) <= declared
     assert declared - set(EXTRA) <= set(declarable_keys()), "pyproject declares an unknown setting"
-    assert {k for k in declarable_keys() if k.startswith("fl.")} <= declared
+    missing = set(declarable_keys()) - declared
+    assert not missing, f"pyproject lacks {sorted(missing)}: run `dfflab federated app-config`"
+    assert {"train.audit", "data.root", "model.backbone", "fl.rounds"} <= set(declarable_keys())
+    assert write_app_config(ROOT, check=True), "pyproject's [tool.flwr.app.config] is not the generated one"
     for preset in ("quick", "tiny", "full"):  # a preset TOML can be passed as --run-config
         with open(ROOT / "dfflab" / "presets" / f"{preset}.toml", "rb") as f:
             values = tomllib.load(f)
@@ -271,3 +231,14 @@ def test_cli_partition_plot_and_compare_errors(store, tmp_path, capsys):
     assert (tmp_path / "p.png").is_file() and "wiki" in capsys.readouterr().out
     assert main(["compare", *args, "no-such-run"]) == 1
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_local_batch_size_gives_a_client_its_own_steps(store, tmp_path):
+    cfg = tiny(store, tmp_path, "fl.local-batch-size=4", "fl.partitioning=iid", "fl.keep-optimizer=true")
+    model, _ = initial_model(cfg, torch.device("cpu"))
+    ctx = client_ctx(0)
+    m = client_app.train(client_msg(cfg, model, 1), ctx).content["metrics"]
+    n = len(task.client_data(cfg, 0, 3)[1]["train"])
+    assert m["steps"] == n // 4 and m["images"] == 4 * (n // 4)
+    kept = ctx.state[client_app.OPT_STATE].to_torch_state_dict()  # AdamW's moments, carried to round 2
+    assert kept and all(torch.isfinite(v).all() for v in kept.values())

@@ -13,10 +13,13 @@ import pytest
 import torch
 
 from dfflab.config import load_config
+from dfflab.detector.recipe import initial_model
 from dfflab.federated import task
-from dfflab.federated.run import processes_with_env, run_federated
+from dfflab.federated.launcher import alive, cmdline, processes_with_env, run_federated
 from dfflab.models import load_detector
 from dfflab.train.core import detection_loss, predict
+
+pytestmark = pytest.mark.slow  # minutes: left out of `pytest -m "not slow"`
 
 RUN_FILES = ("config.json", "metrics.csv", "clients.csv", "detector.pt", "summary.json", "partition.png",
              "flower.log", "flwr-run-config.toml", "detector_client0.pt", "detector_client2.pt")
@@ -24,8 +27,7 @@ RUN_FILES = ("config.json", "metrics.csv", "clients.csv", "detector.pt", "summar
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
-    from dfflab.data.cli import write_synth
-    from dfflab.data.synth import SynthSpec
+    from dfflab.data.synth import SynthSpec, write_synth
 
     tmp = tmp_path_factory.mktemp("fed")
     root = tmp / "synthdff"
@@ -75,7 +77,7 @@ def test_simulation_global_model_improves(fed):
         pred = predict(model, store.batches(rows_all, 256), torch.device("cpu"))
         return float(loss(pred.logits, pred.labels.float()))
 
-    initial, _ = task.initial_model(run_config(run), torch.device("cpu"))
+    initial, _ = initial_model(run_config(run), torch.device("cpu"))
     final, _ = load_detector(run.path("detector.pt"))
     assert objective(final) < objective(initial)
 
@@ -97,7 +99,7 @@ def test_flwr_run_stops_the_superlink_it_started(fed):
     assert any("flower-superlink" in p["cmd"] for p in flower["stopped"]), flower["stopped"]
     assert flower["still_running"] == []
     for p in flower["stopped"]:
-        assert not _running(p["pid"]) or p["cmd"] != _cmd(p["pid"])  # gone (or the pid was reused)
+        assert not alive(p["pid"]) or p["cmd"] != cmdline(p["pid"])  # gone (or the pid was reused)
     assert processes_with_env("FLWR_HOME", flower["flwr_home"]) == []
     assert not Path(flower["flwr_home"]).exists()
 
@@ -108,16 +110,3 @@ def run_config(run):
     return config_from_dict(run.config)
 
 
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def _cmd(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""

@@ -13,6 +13,8 @@ from dfflab import pipeline
 from dfflab.config import load_config
 from dfflab.runs import Run
 
+pytestmark = pytest.mark.slow  # minutes: left out of `pytest -m "not slow"`
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from dfflab.runs import Run, atomic_write_text, find_unfinished, list_runs, load_checkpoint, save_checkpoint
+from dfflab.runs import Run, atomic_write_text, find_run, list_runs, load_checkpoint, save_checkpoint
 
 
 def test_run_folder_records_everything(tmp_path):
@@ -24,9 +24,9 @@ def test_run_folder_records_everything(tmp_path):
     assert len(run.metrics()) == 1
     assert not run.finished
     run.save("last.pt", {"w": torch.ones(2)})
-    assert find_unfinished(tmp_path, "centralized", "scratch").dir == run.dir
+    assert find_run(tmp_path, "centralized", name="scratch", state="resumable").dir == run.dir
     run.write_summary({"test_auroc": 0.9})
-    assert run.finished and find_unfinished(tmp_path, "centralized", "scratch") is None
+    assert run.finished and find_run(tmp_path, "centralized", name="scratch", state="resumable") is None
     assert [r.dir for r in list_runs(tmp_path, "centralized")] == [run.dir]
     assert list_runs(tmp_path, "ssl") == []
 
@@ -67,30 +67,28 @@ def test_checkpoints_load_weights_only(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_find_finished_reuses_runs_recorded_before_a_setting_existed(tmp_path):
+def test_find_run_reuses_runs_recorded_before_a_setting_existed(tmp_path):
     from dfflab.config import load_config
-    from dfflab.runs import find_finished
 
     cfg = load_config("tiny", [f"results={tmp_path}"])
     old = cfg.to_dict()
     del old["model"]["dropout"]  # as if recorded before model.dropout was added (tiny keeps its default)
     run = Run.create(tmp_path, "centralized", "scratch", old)
-    assert find_finished(tmp_path, "centralized", "scratch", cfg) is None  # not finished yet
+    assert find_run(tmp_path, "centralized", name="scratch", cfg=cfg) is None  # not finished yet
     run.write_summary({"ok": 1})
-    assert find_finished(tmp_path, "centralized", "scratch", cfg).dir == run.dir
+    assert find_run(tmp_path, "centralized", name="scratch", cfg=cfg).dir == run.dir
     other = load_config("tiny", [f"results={tmp_path}", "model.dropout=0.5"])
-    assert find_finished(tmp_path, "centralized", "scratch", other) is None
+    assert find_run(tmp_path, "centralized", name="scratch", cfg=other) is None
 
 
-def test_find_finished_any_name_requires_the_same_config_and_data(tmp_path):
+def test_find_run_any_name_requires_the_same_config_and_data(tmp_path):
     from dfflab.config import load_config
-    from dfflab.runs import find_finished
 
     cfg = load_config("tiny", [f"results={tmp_path}"])
     run = Run.create(tmp_path, "centralized", "scratch", cfg.to_dict(), fingerprint="abc")
     run.write_summary({"ok": 1})
-    assert find_finished(tmp_path, "centralized", "le-x", cfg) is None  # by name: another name
-    assert find_finished(tmp_path, "centralized", None, cfg, fingerprint="abc").dir == run.dir
-    assert find_finished(tmp_path, "centralized", None, cfg, fingerprint="other-data") is None
+    assert find_run(tmp_path, "centralized", name="le-x", cfg=cfg) is None  # by name: another name
+    assert find_run(tmp_path, "centralized", cfg=cfg, fingerprint="abc").dir == run.dir
+    assert find_run(tmp_path, "centralized", cfg=cfg, fingerprint="other-data") is None
     other = load_config("tiny", [f"results={tmp_path}", "train.label-frac=0.5"])
-    assert find_finished(tmp_path, "centralized", None, other, fingerprint="abc") is None
+    assert find_run(tmp_path, "centralized", cfg=other, fingerprint="abc") is None

@@ -57,6 +57,19 @@ def test_label_efficiency_cli_tabulates_and_plots_ssl_vs_scratch(tmp_path, store
     assert all(f"| {i} |" in table for i in inits) and "50% labels" in table
     assert sweep.path("label_efficiency.png").stat().st_size > 1000
     assert sweep.finished
+    # matched steps: half the labels, twice the epochs, the same optimizer steps
+    runs = {c["fraction"]: children[c["runs"][0]] for c in cells if c["init"] == "scratch"}
+    assert runs[0.5].config["train"]["epochs"] == 2 * runs[1.0].config["train"]["epochs"]
+    steps = {f: r.summary()["steps"] for f, r in runs.items()}
+    assert abs(steps[0.5] - steps[1.0]) <= runs[1.0].summary()["steps_per_epoch"]
+    # every SSL init is compared with scratch at each fraction, with a paired interval and its verdict
+    comps = sweep.summary()["comparisons"]
+    assert {(c["init"], c["fraction"]) for c in comps} == {(i, f) for i in ("simclr", "byol") for f in (0.5, 1.0)}
+    for c in comps:
+        assert c["ci"][0] <= c["ci"][1]
+        assert c["verdict"] == ("better" if c["ci"][0] > 0 else "worse" if c["ci"][1] < 0
+                                else "no significant difference")
+    assert "verdict" in table and all(c["test_auroc_ci"] for c in cells)
 
 
 @pytest.mark.parametrize("fractions", [["0.1", "x"], ["0"], ["1.5"], []])

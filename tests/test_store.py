@@ -58,16 +58,6 @@ def test_data_cli_end_to_end(tmp_path, capsys):
     assert "dataset root not found" in capsys.readouterr().err
 
 
-def test_ssl_module_not_shadowed():
-    """`import ssl` from the repository root must still be Python's ssl."""
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    code = "import ssl; ssl.create_default_context(); print(ssl.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
-    assert "dfflab" not in out.stdout
-
-
 def test_help_runs():
     out = subprocess.run([sys.executable, "-m", "dfflab", "--help"], capture_output=True, text=True, check=True)
     assert "data" in out.stdout and "config" in out.stdout

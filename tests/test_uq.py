@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc
 
+from dfflab.metrics import binary_entropy
 from dfflab.uq.calibration import (
-    binary_entropy,
     brier,
     ece,
     fit_temperature,
@@ -228,13 +228,13 @@ def _run_folder(tmp_path, synth_root, store, name: str, detector, seed: int, tra
 
 def test_uq_evaluate_cli_on_a_leave_one_out_run(tmp_path, synth_root, store, dets):
     from dfflab.cli import main
-    from dfflab.models import load_detector
-    from dfflab.uq.detect import (
+    from dfflab.detector.inference import (
         abstain_threshold,
         decision_threshold,
         detect_uncertainty,
         should_abstain,
     )
+    from dfflab.models import load_detector
 
     seen = ["inpainting", "insight"]
     run = _run_folder(tmp_path, synth_root, store, "logo", dets["a"], 0, seen)
@@ -300,7 +300,6 @@ def test_uq_evaluate_fails_clearly(tmp_path, synth_root, store, dets, capsys):
 
 
 def test_uq_ensemble_trains_seeded_members_and_evaluates(tmp_path, synth_root, store):
-    pytest.importorskip("dfflab.centralized.train")
     from dfflab.runs import Run
     from dfflab.uq.ensemble import train_ensemble
     from dfflab.uq.evaluate import evaluate_run

@@ -1,8 +1,7 @@
-"""The centralized real-vs-fake detector: the baseline the other stages are measured against.
+"""The centralized stage: the baseline every other method is measured against.
 
-Modules: ``train`` (one run: train, select on val AUROC, test; ``train_detector``,
-``evaluate_checkpoint``), ``crossgen`` (cross-generator protocol), ``robustness``
-(distortions), ``audit`` (metadata shortcut audit), ``detect`` (score files),
-``plots`` and ``cli``. No Flower import here: the federated stage reuses the same
-training core (``dfflab.train.core``).
+Modules: ``crossgen`` (cross-generator protocol: single-source matrix and
+leave-one-generator-out), ``distortions`` (test AUROC under image distortions) and
+``cli`` (``dfflab centralized ...`` and ``dfflab detect``). Training, scoring and
+inference of a detector live in :mod:`dfflab.detector`, shared with every other stage.
 """

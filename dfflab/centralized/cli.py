@@ -44,6 +44,12 @@ def register(sub) -> None:
         "--name", help="run name (default: scratch, or finetune with --init)"
     )
     p.add_argument(
+        "--seeds",
+        metavar="S,...",
+        help="train one run per seed (train.seed), e.g. 0,1,2: the report shows their mean, spread and "
+        "paired intervals (default: train.seed only)",
+    )
+    p.add_argument(
         "--note",
         default="",
         help="what this run changes and why (recorded in config.json)",
@@ -199,8 +205,8 @@ def _run_config(run, args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dfflab.centralized.train import train_detector
     from dfflab.cli import config_from_args
+    from dfflab.detector.trainer import train_detector, train_seeds
     from dfflab.runs import Run
 
     if args.resume:
@@ -211,14 +217,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         name = args.name or (
             "scratch" if cfg.train.init in ("", "scratch") else "finetune"
         )
-    train_detector(
-        cfg,
-        name=name,
-        parent=args.parent,
-        note=args.note,
-        resume=not args.no_resume,
-        resume_from=args.resume,
-    )
+    kwargs = dict(name=name, parent=args.parent, note=args.note, resume=not args.no_resume)
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            print(f"dfflab: --seeds takes integers like 0,1,2, got {args.seeds!r}", file=sys.stderr)
+            return 2
+        runs = train_seeds(cfg, seeds, **kwargs)
+        aurocs = [r.summary()["test"]["auroc"] for r in runs]
+        print(f"{name}: test AUROC per seed {', '.join(f'{a:.4f}' for a in aurocs)}")
+        return 0
+    train_detector(cfg, resume_from=args.resume, **kwargs)
     return 0
 
 
@@ -236,7 +246,7 @@ def cmd_crossgen(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from dfflab.centralized.robustness import (
+    from dfflab.centralized.distortions import (
         evaluate_robustness,
         robustness_table,
         write_robustness,
@@ -267,10 +277,10 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from dfflab.centralized.audit import run_audit
-    from dfflab.centralized.rows import select_rows
     from dfflab.cli import config_from_args
     from dfflab.data import ensure_store
+    from dfflab.data.audit import run_audit
+    from dfflab.detector.rows import select_rows
     from dfflab.runs import Run
 
     cfg = config_from_args(args, _source_overrides(args))
@@ -303,7 +313,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from dfflab.centralized.detect import detect, report_errors, table, to_csv
+    from dfflab.detector.inference import detect, report_errors, table, to_csv
     from dfflab.runs import atomic_write_text
 
     try:

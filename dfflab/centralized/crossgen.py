@@ -22,11 +22,12 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from dfflab.centralized.rows import check_sources
-from dfflab.centralized.scoring import evaluate_checkpoint
-from dfflab.centralized.train import same_setup, train_detector
+from dfflab.detector.rows import check_sources
+from dfflab.detector.scoring import score_checkpoint
+from dfflab.detector.trainer import train_detector
 from dfflab.device import resolve_device
-from dfflab.runs import Run, find_unfinished
+from dfflab.files import markdown_table
+from dfflab.runs import Run, open_or_resume
 
 STAGE = "crossgen"
 
@@ -70,17 +71,10 @@ def _job_result(job: Job, run: Run, store, device) -> dict:
     per = {s: m["auroc"] for s, m in summary["test_per_source"].items()}
     out = {"run": run.name, "test_auroc_per_source": per}
     if job.kind == "logo":
-        in_dist, _, _ = evaluate_checkpoint(
-            run.path("detector.pt"),
-            store,
-            store.select("test", list(job.train_sources)),
-            device,
-        )
-        out.update(
-            auroc_held_out=per[job.source],
-            auroc_in_dist=in_dist["auroc"],
-            gap=in_dist["auroc"] - per[job.source],
-        )
+        in_dist = score_checkpoint(run.path("detector.pt"), store, store.select("test", list(job.train_sources)),
+                                   device).overall
+        out.update(auroc_held_out=per[job.source], auroc_in_dist=in_dist["auroc"],
+                   gap=in_dist["auroc"] - per[job.source])
     return out
 
 
@@ -95,7 +89,7 @@ def run_crossgen(
     resume: bool = True,
 ) -> Run:
     """Run every job of :func:`protocol` over ``cfg.train.test-sources``; returns the protocol's run."""
-    from dfflab.centralized.plots import plot_crossgen
+    from dfflab.detector.plots import plot_crossgen
 
     if store is None:
         from dfflab.data import ensure_store
@@ -103,21 +97,10 @@ def run_crossgen(
         store = ensure_store(cfg, progress=progress)
     sources = check_sources(store, cfg.train.test_sources, "train.test-sources")
     device = resolve_device(cfg.train.device)
-    run = find_unfinished(cfg.results, STAGE, name) if resume else None
-    if run is not None and not same_setup(run, cfg):
-        run = None
-    done: dict = run.load("last.pt")["done"] if run is not None else {}
-    if run is None:
-        run = Run.create(
-            cfg.results,
-            STAGE,
-            name,
-            cfg.to_dict(),
-            parent=parent,
-            note=note,
-            fingerprint=store.fingerprint,
-        )
-        run.save("last.pt", {"done": done})  # marks it resumable from the first job on
+    run, state = open_or_resume(cfg, STAGE, name, fingerprint=store.fingerprint, parent=parent, note=note,
+                                resume=resume, quiet=not progress)
+    done: dict = state["done"] if state is not None else {}
+    run.save("last.pt", {"done": done})  # marks it resumable from the first job on
     for job in protocol(sources):
         if job.name in done:
             continue
@@ -146,6 +129,7 @@ def run_crossgen(
     summary = summarize(sources, done)
     plot_crossgen(summary["matrix"], summary["logo"], run.path("crossgen.png"))
     run.write_summary(summary)
+    run.path("last.pt").unlink(missing_ok=True)  # finished: nothing to resume
     if progress:
         print(summary["table"])
         print(f"run folder: {run.dir}")
@@ -164,29 +148,14 @@ def summarize(sources: list[str], done: dict) -> dict:
         for h in sources
         if f"logo-{h}" in done
     }
-    lines = [
-        "test AUROC; rows: trained on reals + that source, columns: fakes tested",
-        "",
-        "| trained on | " + " | ".join(sources) + " |",
-        "|---" * (len(sources) + 1) + "|",
-    ]
-    for s, row in matrix.items():
-        lines.append(
-            f"| {s} | "
-            + " | ".join(f"{row.get(t, float('nan')):.3f}" for t in sources)
-            + " |"
-        )
-    lines += [
-        "",
-        "leave one generator out (trained on the other sources)",
-        "",
-        "| held out | AUROC held out | AUROC in distribution | gap |",
-        "|---|---|---|---|",
-    ]
-    for h, m in logo.items():
-        lines.append(
-            f"| {h} | {m['auroc_held_out']:.3f} | {m['auroc_in_dist']:.3f} | {m['gap']:+.3f} |"
-        )
+    nan = float("nan")
+    table = (
+        "test AUROC; rows: trained on reals + that source, columns: fakes tested\n\n"
+        + markdown_table(["trained on", *sources], [[s, *(row.get(t, nan) for t in sources)] for s, row in matrix.items()])
+        + "\nleave one generator out (trained on the other sources)\n\n"
+        + markdown_table(["held out", "AUROC held out", "AUROC in distribution", "gap"],
+                         [[h, m["auroc_held_out"], m["auroc_in_dist"], f"{m['gap']:+.3f}"] for h, m in logo.items()])
+    )
     off = [v for s, row in matrix.items() for t, v in row.items() if t != s]
     diag = [row[s] for s, row in matrix.items() if s in row]
     return {
@@ -197,5 +166,5 @@ def summarize(sources: list[str], done: dict) -> dict:
         "mean_cross_single": sum(off) / len(off) if off else None,
         "max_logo_gap": max((m["gap"] for m in logo.values()), default=None),
         "runs": {job: r["run"] for job, r in done.items()},
-        "table": "\n".join(lines),
+        "table": table.rstrip("\n"),
     }

@@ -31,8 +31,7 @@ def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
     if is_synth_root(root):
         from dataclasses import asdict
 
-        from dfflab.data.cli import write_synth
-        from dfflab.data.synth import SynthSpec
+        from dfflab.data.synth import SynthSpec, write_synth
 
         spec = SynthSpec(n_real=cfg.data.n_real, seed=0, difficulty=cfg.data.difficulty,
                          fake_size=cfg.data.fake_size, real_min=cfg.data.real_min, real_max=cfg.data.real_max)

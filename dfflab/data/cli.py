@@ -61,25 +61,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
                      difficulty=cfg.data.difficulty if args.difficulty is None else args.difficulty,
                      fake_size=cfg.data.fake_size, real_min=cfg.data.real_min,
                      real_max=cfg.data.real_max)
+    from dfflab.data.synth import write_synth
+
     write_synth(out, spec, cfg, as_zip=args.zip)
     print(f"SynthDFF written to {out} ({4 * spec.n_real} images, seed {spec.seed}, "
           f"difficulty {spec.difficulty})")
     return 0
-
-
-def write_synth(out: Path, spec, cfg, as_zip: bool = False, progress: bool = True) -> Path:
-    """Synthesize and save the grouped split beside the data (``splits.csv``)."""
-    from dfflab.data.layout import FAKE_SOURCES, REAL_SOURCE
-    from dfflab.data.reader import list_entries
-    from dfflab.data.splits import assign_splits, write_splits
-    from dfflab.data.synth import synthesize
-
-    synthesize(out, spec, as_zip=as_zip, progress=progress)
-    entries = list_entries(out, (REAL_SOURCE, *FAKE_SOURCES))
-    splits = assign_splits(((e.relpath, e.source) for e in entries), cfg.data.val_frac,
-                           cfg.data.test_frac, cfg.data.split_seed)
-    write_splits(out / "splits.csv", splits)
-    return out
 
 
 def cmd_download(args: argparse.Namespace) -> int:

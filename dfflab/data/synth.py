@@ -411,3 +411,17 @@ def _zip_folder(folder: Path, dest: Path, source: str) -> None:
             info.external_attr = 0o644 << 16
             zf.writestr(info, (folder / rel).read_bytes())
     os.replace(part, dest)
+
+
+def write_synth(out: Path, spec, cfg, as_zip: bool = False, progress: bool = True) -> Path:
+    """Synthesize and save the grouped split beside the data (``splits.csv``)."""
+    from dfflab.data.layout import FAKE_SOURCES, REAL_SOURCE
+    from dfflab.data.reader import list_entries
+    from dfflab.data.splits import assign_splits, write_splits
+
+    synthesize(out, spec, as_zip=as_zip, progress=progress)
+    entries = list_entries(out, (REAL_SOURCE, *FAKE_SOURCES))
+    splits = assign_splits(((e.relpath, e.source) for e in entries), cfg.data.val_frac,
+                           cfg.data.test_frac, cfg.data.split_seed)
+    write_splits(out / "splits.csv", splits)
+    return out

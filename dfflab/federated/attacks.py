@@ -22,7 +22,7 @@ attacks can do. ``dfflab federated robustness`` measures it. No Flower import he
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -36,12 +36,6 @@ def malicious_ids(cfg) -> set[int]:
 def attacks_labels(cfg, partition_id: int) -> bool:
     """Whether this client trains on flipped labels."""
     return cfg.fl.attack == "label-flip" and partition_id in malicious_ids(cfg)
-
-
-def flip_labels(batches: Iterable[tuple]) -> Iterator[tuple]:
-    """The batches of ``Store.batches`` with real and fake swapped: ``(x, 1 - y, source)``."""
-    for x, y, source in batches:
-        yield x, 1 - y, source
 
 
 def poison(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor], attack: str,

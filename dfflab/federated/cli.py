@@ -1,4 +1,4 @@
-"""``dfflab federated run|local-only|deploy-local|robustness|partition-plot``, ``dfflab compare RUN...``."""
+"""``dfflab federated run|local-only|search|deploy-local|robustness|partition-plot|app-config``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,15 @@ def register(sub) -> None:
     _run_args(p)
     p.set_defaults(func=cmd_local_only)
 
+    p = fsub.add_parser("search", help="the federated recipe search: one change per step, each judged (paired CI)",
+                        description="On IID clients, FedAvg with the centralized recipe, then one change per step "
+                        "(clients keep AdamW state; local batch = batch / N; server momentum), each accepted only "
+                        "when its test AUROC is significantly better than the last accepted step's. Every step "
+                        "trains fl.rounds x fl.local-epochs epochs per client.")
+    add_config_args(p)
+    p.add_argument("--quiet", action="store_true", help="print only the result lines")
+    p.set_defaults(func=cmd_search)
+
     p = fsub.add_parser("deploy-local", help="run on Flower's deployment engine on this machine (TLS, auth)",
                         description="Start a flower-superlink (TLS with a generated CA, SuperNode "
                         "authentication) and fl.num-partitions flower-supernodes on loopback, each with its "
@@ -49,7 +58,7 @@ def register(sub) -> None:
 
     p = fsub.add_parser("robustness", help="table: clean vs attacked test AUROC per strategy (simulation)",
                         description="For 1 of 4 and 2 of 6 malicious IID clients, run each strategy clean "
-                        "and under each attack (dfflab/federated/robustness.py); writes robustness.md/.csv "
+                        "and under each attack (dfflab/federated/byzantine.py); writes robustness.md/.csv "
                         "in a run folder and prints the table.")
     add_config_args(p)
     p.add_argument("--strategies", default="fedavg,fedmedian,fedtrimmedavg,krum", help="comma-separated")
@@ -58,6 +67,13 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_robustness)
 
+    p = fsub.add_parser("app-config", help="write pyproject.toml's Flower run-config table from the settings",
+                        description="Regenerate [tool.flwr.app.config] in pyproject.toml from dfflab/config.py, "
+                        "so `flwr run . --run-config` accepts every data/model/train/fl setting. Run it after "
+                        "adding or renaming a setting; --check only reports whether it is up to date.")
+    p.add_argument("--check", action="store_true", help="exit 1 if pyproject.toml is out of date; change nothing")
+    p.set_defaults(func=cmd_app_config)
+
     p = fsub.add_parser("partition-plot", help="plot and print the clients' data per source",
                         description="Bar chart (flwr-datasets) and table of the training images per client "
                         "and source for fl.partitioning and fl.num-partitions.")
@@ -65,13 +81,6 @@ def register(sub) -> None:
     p.add_argument("--out", help="PNG path (default: <results>/partition-<partitioning>-<N>.png)")
     p.set_defaults(func=cmd_partition_plot)
 
-    p = sub.add_parser("compare", help="centralized vs federated runs: curves, per-source bars, table",
-                       description="Plot test accuracy and AUROC of the given runs against samples processed "
-                       "(epochs-equivalent), per-source AUROC bars and a table.")
-    add_config_args(p)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (paths, or names under <results>/runs)")
-    p.add_argument("--out", help="output folder (default: <results>/compare)")
-    p.set_defaults(func=cmd_compare)
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -83,7 +92,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
-    from dfflab.federated.run import run_federated
+    from dfflab.federated.launcher import run_federated
 
     cfg = config_from_args(args)
     try:
@@ -97,10 +106,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_local_only(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
-    from dfflab.federated.run import run_local_only
+    from dfflab.federated.local_only import run_local_only
 
     run_local_only(config_from_args(args), name=args.name, parent=args.parent, note=args.note,
                    progress=not args.quiet)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.data import ensure_store
+    from dfflab.federated.search import run_search
+    from dfflab.runs import find_run
+
+    cfg = config_from_args(args)
+    store = ensure_store(cfg, progress=not args.quiet)
+    central = find_run(cfg.results, "centralized", name="scratch", fingerprint=store.fingerprint)
+    out = run_search(cfg, store=store, central=central, progress=not args.quiet)
+    print(f"accepted recipe: {out['recipe'] or 'the base recipe'} (best step {out['best']})")
     return 0
 
 
@@ -129,19 +152,16 @@ def cmd_partition_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from dfflab.cli import config_from_args
-    from dfflab.federated.compare import compare, markdown, resolve_runs, table
+def cmd_app_config(args: argparse.Namespace) -> int:
+    from dfflab.federated.launcher import app_dir
+    from dfflab.federated.runconfig import write_app_config
 
-    cfg = config_from_args(args)
-    try:
-        runs = resolve_runs(args.runs, cfg.results)
-        out = compare(runs, args.out or Path(cfg.results) / "compare")
-    except (FileNotFoundError, ValueError) as e:
-        print(f"dfflab: {e}", file=sys.stderr)
-        return 1
-    print(markdown(table(runs)))
-    print(f"figures and table: {out}")
+    path = app_dir() / "pyproject.toml"
+    fresh = write_app_config(app_dir(), check=args.check)
+    if args.check:
+        print(f"{path}: [tool.flwr.app.config] is {'up to date' if fresh else 'OUT OF DATE (run without --check)'}")
+        return 0 if fresh else 1
+    print(f"{path}: [tool.flwr.app.config] {'already up to date' if fresh else 'rewritten'}")
     return 0
 
 
@@ -169,7 +189,7 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
-    from dfflab.federated.robustness import robustness
+    from dfflab.federated.byzantine import robustness
 
     settings = tuple(tuple(int(v) for v in pair.split(":")) for pair in args.settings.split(","))
     try:

@@ -2,8 +2,9 @@
 
 Each message carries the global weights (``arrays``) and the resolved dfflab config
 (``config["dfflab-config"]``); the client's partition is ``partition-id`` of
-``num-partitions`` from its node config. FedBN clients keep their BatchNorm layers in
-``context.state`` between rounds and load only the other weights from the server.
+``num-partitions`` from its node config. What a client keeps in ``context.state``
+between rounds: FedBN clients their BatchNorm layers (they load only the other weights
+from the server); with ``fl.keep-optimizer`` every client its AdamW state.
 Test hooks: ``fl.fail-client`` raises or hangs (``fl.fail-mode``); the clients of
 ``fl.malicious`` attack (:mod:`dfflab.federated.attacks`).
 """
@@ -17,11 +18,13 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from dfflab.config import config_from_dict
+from dfflab.detector.recipe import new_model
 from dfflab.federated import attacks, task
 from dfflab.federated.strategies import KEEPS_LOCAL_BN
 
 app = ClientApp()
 BN_STATE = "local-bn"  # context.state key of a FedBN client's own BatchNorm layers
+OPT_STATE = "optimizer"  # context.state key of a client's AdamW state (fl.keep-optimizer)
 
 
 def _setup(msg: Message, context: Context):
@@ -34,7 +37,7 @@ def _setup(msg: Message, context: Context):
                          f"partitioned for fl.num-partitions={cfg.fl.num_partitions}")
     device = task.device_for(cfg, cfg.fl.client_cpus)
     store, rows = task.client_data(cfg, pid, n)
-    model = task.new_model(cfg, device)
+    model = new_model(cfg, device)
     local = None
     if cfg.fl.strategy in KEEPS_LOCAL_BN and BN_STATE in context.state:
         local = context.state[BN_STATE].to_torch_state_dict()
@@ -49,9 +52,13 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config["server-round"]) + int(config.get("round-offset", 0))  # resumed runs
     _inject_failure(cfg, pid, server_round)
     start = {k: v.clone() for k, v in task.state_of(model).items()}  # state_of may alias the weights
-    stats = task.local_train(model, store, rows["train"], cfg, device, server_round=server_round,
-                             partition_id=pid, proximal_mu=float(config.get("proximal-mu", 0.0)),
-                             flip_labels=attacks.attacks_labels(cfg, pid))
+    kept = context.state[OPT_STATE].to_torch_state_dict() if cfg.fl.keep_optimizer and OPT_STATE in context.state \
+        else None
+    stats, opt_state = task.local_train(model, store, rows["train"], cfg, device, server_round=server_round,
+                                        partition_id=pid, proximal_mu=float(config.get("proximal-mu", 0.0)),
+                                        flip_labels=attacks.attacks_labels(cfg, pid), optimizer_state=kept)
+    if cfg.fl.keep_optimizer:
+        context.state[OPT_STATE] = ArrayRecord(opt_state)
     state = task.state_of(model)
     if cfg.fl.strategy in KEEPS_LOCAL_BN:
         context.state[BN_STATE] = ArrayRecord({k: state[k] for k in task.bn_keys(model)})
@@ -76,7 +83,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, pid, device, store, rows, model = _setup(msg, context)
     if len(rows["val"]) == 0:
         raise ValueError(f"client {pid} has no validation rows")
-    m, _, _ = task.test(model, store, rows["val"], device, threshold=0.5, amp=cfg.train.amp)
+    m = task.test(model, store, rows["val"], device, threshold=0.5, amp=cfg.train.amp).overall
     metrics = MetricRecord({"num-examples": len(rows["val"]), "partition-id": pid, "val_loss": m["loss"],
                             "val_auroc": m["auroc"], "val_accuracy": m["accuracy"],
                             "val_balanced_accuracy": m["balanced_accuracy"]})

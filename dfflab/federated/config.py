@@ -7,25 +7,29 @@ clients N is the federation's size (``--federation-config "num-supernodes=N"``);
 ``dfflab federated run`` sets it from ``fl.num-partitions``.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from dfflab.settings import ConfigError
+from dfflab.settings import doc as _f
 
 # Kept here (no flwr / datasets import) so the launcher can check names cheaply.
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn", "fedmedian", "fedtrimmedavg", "krum")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedbn", "fedmedian", "fedtrimmedavg", "krum")
 PARTITIONINGS = ("source", "iid", "dirichlet")
 ATTACKS = ("label-flip", "scale", "nan", "inf")
 FAIL_MODES = ("raise", "hang")
-
-
-def _f(default, help: str):
-    """A field with a default and a help line (``dfflab.config.doc`` can't be imported here)."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class FLConfig:
     rounds: int = _f(12, "Federated rounds (x local-epochs = the epochs-equivalent of train.epochs).")
     local_epochs: int = _f(1, "Client epochs per round.")
-    strategy: str = _f("fedavg", "fedavg, fedprox, fedadam, fedbn, fedmedian, fedtrimmedavg or krum "
+    keep_optimizer: bool = _f(False, "Each client keeps its AdamW state across rounds (in Flower's context.state) "
+                              "instead of starting AdamW afresh every round; with it, one IID client trains exactly "
+                              "like the centralized baseline.")
+    local_batch_size: int = _f(0, "Images per client step (0 = train.batch-size). With N IID clients, "
+                               "train.batch-size / N gives each client the optimizer steps per epoch of the "
+                               "centralized run.")
+    strategy: str = _f("fedavg", "fedavg, fedavgm, fedprox, fedadam, fedbn, fedmedian, fedtrimmedavg or krum "
                        "(dfflab/federated/strategies.py).")
     partitioning: str = _f("source", "source (each client: one generator's fakes + a share of the reals, "
                            "each real with its own fake), iid, or dirichlet (over sources, fl.alpha).")
@@ -35,12 +39,15 @@ class FLConfig:
     partition_seed: int = _f(0, "Seed of the partitioning (iid shuffle, Dirichlet draw, source shares).")
     proximal_mu: float = _f(0.01, "FedProx: weight mu of the proximal term mu/2 ||w - w_global||^2.")
     server_lr: float = _f(0.01, "FedAdam: server learning rate eta (Reddi et al. 2021 tune it in 1e-3..1).")
+    server_momentum: float = _f(0.9, "FedAvgM: server momentum beta on the averaged update (Hsu et al. 2019; "
+                                "server learning rate 1).")
     trim_beta: float = _f(0.2, "FedTrimmedAvg: share cut off each tail, in [0, 0.5).")
     krum_malicious: int = _f(0, "Krum: number of malicious clients f it tolerates.")
-    client_cpus: int = _f(1, "CPU cores per simulated client (Ray num-cpus and the client's torch threads).")
-    client_gpus: float = _f(0.0, "GPU share per simulated client (Ray num-gpus; 0 = clients on CPU).")
+    client_cpus: int = _f(1, "CPU cores per simulated client (Ray num-cpus and the client's torch threads).",
+                          result=False)
+    client_gpus: float = _f(0.0, "GPU share per simulated client (Ray num-gpus; 0 = clients on CPU).", result=False)
     parallel_clients: int = _f(0, "Clients training at once in a simulation (Ray's CPU count = this x "
-                               "client-cpus); 0 = all N.")
+                               "client-cpus); 0 = all N.", result=False)
     fraction_evaluate: float = _f(1.0, "Share of clients that validate the global model each round "
                                   "(0 = no client-side evaluation, only the server's).")
     min_nodes: int = _f(0, "Fewest clients a round needs to start and to aggregate (0 = all N). Below N, "
@@ -54,7 +61,7 @@ class FLConfig:
     fail_mode: str = _f("raise", "Failure injection: raise (an exception) or hang (sleep fl.hang-seconds "
                         "before training: a client that times out).")
     hang_seconds: float = _f(600.0, "Failure injection: how long a hanging client sleeps.")
-    malicious: list = field(default_factory=list, metadata={"help": "Partition ids of malicious clients, e.g. \"0,2\" (dfflab/federated/attacks.py)."})
+    malicious: list = _f([], "Partition ids of malicious clients, e.g. \"0,2\" (dfflab/federated/attacks.py).")
     attack: str = _f("label-flip", "What malicious clients do: label-flip (train on flipped labels), scale "
                      "(send global + attack-scale x their update), nan or inf (non-finite weights).")
     attack_scale: float = _f(-10.0, "Scale attack: factor on the malicious update (negative = against "
@@ -63,8 +70,6 @@ class FLConfig:
 
 def check_names(fl: FLConfig) -> None:
     """Raise ConfigError naming ``fl.strategy`` / ``fl.partitioning`` when unknown."""
-    from dfflab.config import ConfigError  # dfflab.config imports this module
-
     for key, value, known in (("strategy", fl.strategy, STRATEGIES), ("partitioning", fl.partitioning, PARTITIONINGS),
                               ("attack", fl.attack, ATTACKS), ("fail-mode", fl.fail_mode, FAIL_MODES)):
         if value not in known:

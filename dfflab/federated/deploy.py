@@ -39,12 +39,12 @@ import uuid
 from pathlib import Path
 
 from dfflab.federated.certs import make_node_key, make_tls
-from dfflab.federated.run import (
-    _alive,
-    _cmdline,
+from dfflab.federated.launcher import (
     _stream,
     _term_as_interrupt,
+    alive,
     app_dir,
+    cmdline,
     flower_log_tail,
     flwr_env,
     free_port,
@@ -175,7 +175,7 @@ class LocalFederation:
     def stop(self) -> list[int]:
         """Stop every process of this deployment; returns the pids still alive (none, normally)."""
         pids = sorted({p.pid for p in self.procs.values()} | set(processes_with_env(MARK, self.id)))
-        self.started += [{"pid": p, "cmd": _cmdline(p)} for p in pids if _alive(p)]
+        self.started += [{"pid": p, "cmd": cmdline(p)} for p in pids if alive(p)]
         left = stop_processes(pids)
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -229,7 +229,7 @@ def _chaos(fed: LocalFederation, log: Path, node: int, rnd: int, events: list, s
     marker = f"[ROUND {rnd}/"
     while not stop.is_set():
         text = log.read_text(errors="replace") if log.is_file() else ""
-        if marker in text and any("clientapp" in _cmdline(p) for p in _descendants(fed.procs[f"node{node}"].pid)):
+        if marker in text and any("clientapp" in cmdline(p) for p in _descendants(fed.procs[f"node{node}"].pid)):
             events.append({"event": "killed", "node": node, "round": rnd, "pids": fed.kill_node(node),
                            "time": time.time()})
             # the SuperLink re-admits a node id only once it has marked it offline (no

@@ -197,11 +197,11 @@ def composition(store, parts: dict[int, dict[str, np.ndarray]], split: str = "tr
 
 def plot_partition(part: Partitioner, path: Path | str, title: str = "") -> Path:
     """Bar chart of training images per client and source (flwr-datasets' helper)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from flwr_datasets.visualization import plot_label_distributions
+
+    from dfflab.files import pyplot, save_figure
+
+    pyplot()  # the Agg backend before flwr-datasets draws
 
     fig, ax, _ = plot_label_distributions(
         SplitView(part, "train"), label_name="source", plot_type="bar", size_unit="absolute",
@@ -211,6 +211,4 @@ def plot_partition(part: Partitioner, path: Path | str, title: str = "") -> Path
         figsize=(max(5.0, 1.0 + 0.6 * part.num_partitions), 4.0))
     ax.set_xlabel("client (partition id)")
     ax.set_ylabel("images")
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend sits outside the axes
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")  # the legend sits outside the axes

@@ -1,8 +1,10 @@
 """The federated run folder: per-round ``metrics.csv``, ``clients.csv``, final model and summary.
 
 ``metrics.csv`` has one row per round (round 0 = the initial model): ``round``,
-``samples`` (training images processed by all clients so far, the x axis shared with
-the centralized baseline's epochs), the server's evaluation of the global model with
+``samples`` (training images processed by all clients so far), ``steps`` (sequential
+optimizer steps so far: per round, the most any client made -- clients train in
+parallel), ``epochs_per_client`` (round x local epochs), the x axes shared with the
+centralized baseline's epochs; the server's evaluation of the global model with
 the centralized metrics (``val_auroc``, ``val_threshold``, ``test_accuracy``,
 ``test_balanced_accuracy``, ``test_auroc``, ``test_auroc_<source>``), the clients'
 aggregated ``train_loss`` and local ``client_val_*`` metrics, ``clients`` (partition ids
@@ -16,15 +18,14 @@ and phase (train / evaluate), failures included with their error (or ``rejected`
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import time
 from typing import Any
 
 from flwr.app import Message
 
-from dfflab.runs import Run, atomic_write_text
+from dfflab.files import read_csv, write_csv
+from dfflab.runs import Run
 
 STAGE = "federated"
 CLIENT_VAL_KEYS = ("val_loss", "val_auroc", "val_accuracy", "val_balanced_accuracy")
@@ -37,17 +38,16 @@ class RoundRecorder:
     the rounds finished before the crash.
     """
 
-    def __init__(self, run: Run, offset: int = 0, samples: int = 0):
+    def __init__(self, run: Run, offset: int = 0, samples: int = 0, steps: int = 0):
         self.run = run
         self.t0 = time.time()
-        self.offset, self.samples = offset, samples
+        self.offset, self.samples, self.steps = offset, samples, steps
         self.client_rows: list[dict[str, Any]] = []
         self.rounds: dict[int, dict[str, list[dict[str, Any]]]] = {}
         self.marks: dict[int, dict[str, float]] = {}
         self.client_states: dict[int, dict] = {}  # each client's model of the latest round
-        if offset and run.path("clients.csv").is_file():  # keep what the crashed run logged
-            with open(run.path("clients.csv"), newline="") as f:
-                self.client_rows = [r for r in csv.DictReader(f) if int(r["round"]) <= offset]
+        if offset:  # keep what the crashed run logged
+            self.client_rows = [r for r in read_csv(run.path("clients.csv")) if int(r["round"]) <= offset]
 
     def mark(self, server_round: int, event: str) -> None:
         """Time of ``start`` (clients sampled), ``train``/``evaluate`` (replies in), ``server``."""
@@ -94,7 +94,9 @@ class RoundRecorder:
         train = [r for r in got.get("train", []) if "error" not in r and "rejected" not in r]
         val = [r for r in got.get("evaluate", []) if "error" not in r]
         self.samples += int(sum(r.get("images", 0) for r in train))
-        row: dict[str, Any] = {"round": server_round, "samples": self.samples, **eval_row,
+        self.steps += int(max((float(r.get("steps", 0)) for r in train), default=0))  # clients step in parallel
+        row: dict[str, Any] = {"round": server_round, "samples": self.samples, "steps": self.steps,
+                               "epochs_per_client": server_round * self.run.config["fl"]["local_epochs"], **eval_row,
                                "train_loss": _weighted(train, "train_loss")}
         for key in CLIENT_VAL_KEYS:  # the clients' own validation data
             row[f"client_{key}"] = _weighted(val, key)
@@ -119,14 +121,7 @@ class RoundRecorder:
                 "server_eval_s": round(time.time() - m["server"], 3)}
 
     def _write_clients(self) -> None:
-        cols: list[str] = []
-        for r in self.client_rows:
-            cols += [k for k in r if k not in cols]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, restval="")
-        w.writeheader()
-        w.writerows(self.client_rows)
-        atomic_write_text(self.run.path("clients.csv"), buf.getvalue())
+        write_csv(self.run.path("clients.csv"), self.client_rows)
 
 
 def error_line(reason: str) -> str:
@@ -156,10 +151,10 @@ def resume_point(run: Run) -> dict | None:
     return state
 
 
-def save_resume_point(run: Run, model, server_round: int, samples: int) -> None:
+def save_resume_point(run: Run, model, server_round: int, samples: int, steps: int = 0) -> None:
     from dfflab.federated.task import state_of
 
-    run.save("last.pt", {"state": state_of(model), "round": server_round, "samples": samples})
+    run.save("last.pt", {"state": state_of(model), "round": server_round, "samples": samples, "steps": steps})
 
 
 def open_run(cfg, meta: dict[str, str], fingerprint: str) -> Run:
@@ -176,32 +171,36 @@ def open_run(cfg, meta: dict[str, str], fingerprint: str) -> Run:
 def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
            client_states: dict[int, dict] | None = None, device=None) -> dict[str, Any]:
     """Write ``detector.pt`` (final global model, val-chosen threshold), each client's model
-    of the last round it trained (``detector_client<p>.pt``, for client ensembles) and
-    ``summary.json``."""
+    of the last round it trained (``detector_client<p>.pt``, for client ensembles),
+    ``test_scores.npz`` and ``summary.json`` (test metrics with their 95% intervals)."""
     from dataclasses import asdict
 
+    from dfflab.detector.recipe import new_model
     from dfflab.federated import task
     from dfflab.models import save_detector
 
     meta = {"stage": STAGE, "run": run.name, "strategy": cfg.fl.strategy, "partitioning": cfg.fl.partitioning,
             "train_sources": list(cfg.train.train_sources)}
+    if "scores" in last_eval:  # the final global model's test scores: intervals, and kept for paired comparisons
+        last_eval["scores"].add_intervals(cfg.train.bootstrap, cfg.train.seed).save(run.path("test_scores.npz"))
     save_detector(run.path("detector.pt"), model, cfg.model, store.image_size, threshold=last_eval["threshold"],
                   source_names=store.source_names, **meta)
     val_rows = task.global_rows(store, cfg)["val"]
     saved, unusable = [], []
     for pid, state in sorted((client_states or {}).items()):
-        client = task.new_model(cfg, device)
+        client = new_model(cfg, device)
         task.load_state(client, state)
-        try:
-            _, _, thr = task.test(client, store, val_rows, device, amp=cfg.train.amp)
-        except ValueError:  # a malicious client's (scaled) model may score NaN: no detector
+        val = task.test(client, store, val_rows, device, amp=cfg.train.amp)
+        if val.overall["nonfinite_frac"] > 0:  # a malicious client's (scaled) model may score NaN: no detector
             unusable.append(pid)
             continue
+        thr = val.threshold
         save_detector(run.path(f"detector_client{pid}.pt"), client, cfg.model, store.image_size,
                       threshold=thr, source_names=store.source_names, partition_id=pid, **meta)
         saved.append(pid)
     rows = run.metrics()
-    summary = {"test": last_eval["test"], "test_per_source": last_eval["test_per_source"],
+    scored_as_used = _scored_as_used(cfg, store, model, client_states or {}, saved, device)
+    summary = {"test": last_eval["test"], "test_per_source": last_eval["test_per_source"], **scored_as_used,
                "val": last_eval["val"], "threshold": last_eval["threshold"],
                "strategy": cfg.fl.strategy, "partitioning": cfg.fl.partitioning,
                "num_partitions": cfg.fl.num_partitions, "rounds": cfg.fl.rounds,
@@ -215,3 +214,20 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
                **extra}
     run.write_summary(summary)
     return summary
+
+
+def _scored_as_used(cfg, store, model, client_states: dict, usable: list[int], device) -> dict:
+    """FedBN: ``per_client`` personalised models; otherwise ``test_bn_reestimated``."""
+    from dfflab.federated import final_models, task
+    from dfflab.federated.partition import client_rows
+    from dfflab.federated.strategies import KEEPS_LOCAL_BN
+
+    if cfg.fl.strategy not in KEEPS_LOCAL_BN:
+        return {"test_bn_reestimated": final_models.reestimated_scores(model, store, cfg, device)}
+    sources = {}
+    for pid in usable:
+        fakes = set(store.sources[client_rows(store, cfg, pid)["train"]]) & set(store.fake_sources)
+        sources[pid] = next(iter(fakes)) if len(fakes) == 1 else None
+    states = {p: s for p, s in client_states.items() if p in usable}
+    return {"per_client": final_models.personalised_scores(task.state_of(model), states, task.bn_keys(model),
+                                                           sources, store, cfg, device)}

@@ -15,7 +15,7 @@ so one with ``[ssl]`` or ``[gan]`` tables goes through ``preset`` instead; a
 ``base = ...`` line in such a file is honoured.)
 
 Relative paths are resolved against the working directory of the process reading the
-run config (the SuperLink's), so :func:`dfflab.federated.run.run_federated` passes
+run config (the SuperLink's), so :func:`dfflab.federated.launcher.run_federated` passes
 absolute ones.
 """
 
@@ -25,7 +25,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from dfflab.config import Config, apply_dict, config_from_dict, load_config
+from dfflab.config import PATH_KEYS, Config, apply_dict, config_from_dict, load_config, set_value
 
 EXTRA = {
     "preset": "quick",  # packaged preset name or .toml path the other keys override
@@ -34,8 +34,15 @@ EXTRA = {
     "name": "",  # run name; "" = <strategy>-<partitioning>
     "note": "",  # what this run changes and why (config.json)
 }
+EXTRA_HELP = {
+    "preset": "a packaged preset name or a .toml path: every setting below it overrides one of its values",
+    "base": "set by a preset TOML given whole as --run-config (the base preset it names)",
+    "run-dir": "absolute path of an existing run folder (\"\" = a new one under `results`)",
+    "name": "run name (\"\" = <strategy>-<partitioning>)",
+    "note": "what the run changes and why (config.json)",
+}
 SECTIONS = ("data", "model", "train", "fl")
-PATH_KEYS = ("results", "data.root", "data.store", "train.init")
+TABLE = "[tool.flwr.app.config]"
 
 
 def declarable_keys(cfg: Config | None = None) -> list[str]:
@@ -51,6 +58,43 @@ def declared_keys(app_dir: Path | str) -> set[str]:
     return {key for key, _ in _flatten(table)}
 
 
+def app_config_block() -> str:
+    """The ``[tool.flwr.app.config]`` table pyproject.toml must hold, made from the config classes:
+    :data:`EXTRA`, then every declarable setting as ``""`` ("the preset's value"), one group per
+    section. ``dfflab federated app-config`` puts it into pyproject.toml."""
+    lines = [TABLE, "# Generated from dfflab/config.py by `dfflab federated app-config`: do not edit.",
+             "# \"\" means \"the preset's value\": --run-config 'preset=\"tiny\" fl.rounds=3'."]
+    lines += [f'{k} = "{v}"  # {EXTRA_HELP[k]}' for k, v in EXTRA.items()]
+    section = None
+    for key in declarable_keys():
+        head = key.split(".", 1)[0]
+        if head != section:
+            lines.append("")
+            section = head
+        lines.append(f'{key} = ""')
+    return "\n".join(lines) + "\n"
+
+
+def write_app_config(app_dir: Path | str, check: bool = False) -> bool:
+    """Replace pyproject.toml's ``[tool.flwr.app.config]`` table (the file's last) with
+    :func:`app_config_block`; with ``check``, only report whether it is up to date.
+
+    Returns:
+        Whether the file already held the generated table.
+    """
+    path = Path(app_dir) / "pyproject.toml"
+    text = path.read_text()
+    if TABLE not in text:
+        raise ValueError(f"{path}: no {TABLE} table to replace")
+    head = text[: text.index(TABLE)]
+    new = head + app_config_block()
+    if new != text and not check:
+        from dfflab.files import atomic_write_text
+
+        atomic_write_text(path, new)
+    return new == text
+
+
 def _flatten(d: dict, prefix: str = ""):
     for k, v in d.items():
         if isinstance(v, dict):
@@ -60,17 +104,12 @@ def _flatten(d: dict, prefix: str = ""):
 
 
 def absolute_paths(cfg: Config, base: Path | None = None) -> Config:
-    """Make ``results``, ``data.root``, ``data.store`` and a ``train.init`` path absolute."""
+    """Make the path settings (:data:`dfflab.config.PATH_KEYS`) absolute."""
     base = base or Path.cwd()
-
-    def fix(p: str) -> str:
-        return p if not p or Path(p).is_absolute() else str((base / p).resolve())
-
-    cfg.results = fix(cfg.results)
-    cfg.data.root = fix(cfg.data.root)
-    cfg.data.store = fix(cfg.data.store)
-    if cfg.train.init not in ("", "scratch"):
-        cfg.train.init = fix(cfg.train.init)
+    for key in PATH_KEYS:
+        value = cfg.flat()[key]
+        if value not in ("", "scratch") and not Path(value).is_absolute():
+            set_value(cfg, key, str((base / value).resolve()))
     return cfg
 
 

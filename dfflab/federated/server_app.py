@@ -1,7 +1,7 @@
 """Flower ServerApp: runs the strategy and evaluates the global model each round.
 
 Declared in ``pyproject.toml`` (``[tool.flwr.app.components]``); start it with
-``flwr run .`` (see ``dfflab/federated/run.py`` for the exact commands) or
+``flwr run .`` (see ``dfflab/federated/launcher.py`` for the exact commands) or
 ``dfflab federated run``. The settings arrive as Flower's run config
 (:mod:`dfflab.federated.runconfig`); the resolved config travels to the clients in
 each round's ``ConfigRecord`` so server and clients agree on data, model and recipe.
@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from dfflab.data import ensure_store
 from dfflab.data.store import Store
+from dfflab.detector.recipe import initial_model
 from dfflab.federated import records, task
 from dfflab.federated.config import check_names
 from dfflab.federated.partition import (
@@ -54,13 +55,14 @@ def main(grid: Grid, context: Context) -> None:
     parts = composition(store, all_client_rows(part))
 
     device = task.device_for(cfg)
-    model, init_path = task.initial_model(cfg, device)
+    model, init_path = initial_model(cfg, device)
     resume = records.resume_point(run)  # a crashed run of the same name continues
     done = int(resume["round"]) if resume else 0
     if resume:
         task.load_state(model, resume["state"])
         log(INFO, "resuming %s after round %d", run.dir, done)
-    recorder = records.RoundRecorder(run, offset=done, samples=int(resume["samples"]) if resume else 0)
+    recorder = records.RoundRecorder(run, offset=done, samples=int(resume["samples"]) if resume else 0,
+                                     steps=int(resume.get("steps", 0)) if resume else 0)
     strategy = make_strategy(cfg, n, task.bn_keys(model), recorder)
     last: dict = {}
 
@@ -72,7 +74,7 @@ def main(grid: Grid, context: Context) -> None:
         if server_round == 0 and done:  # the resumed-from model: its row is already there
             return MetricRecord({"round": float(done)})
         row = recorder.log_round(server_round, task.eval_row(last))
-        records.save_resume_point(run, model, done + server_round, recorder.samples)
+        records.save_resume_point(run, model, done + server_round, recorder.samples, recorder.steps)
         return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
 
     # -- rounds (the strategy counts from 1; clients add round-offset) -----------------------

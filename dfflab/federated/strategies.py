@@ -2,6 +2,9 @@
 
 =============  ==================================================================
 fedavg         FedAvg (McMahan et al. 2017): example-weighted mean of client models.
+fedavgm        FedAvgM (Hsu et al. 2019): FedAvg's mean update applied with server
+               momentum ``fl.server-momentum`` (server learning rate 1); BatchNorm
+               running statistics are plainly averaged, as for FedAdam.
 fedprox        FedProx (Li et al. 2020): FedAvg on the server; each client adds
                mu/2 ||w - w_global||^2 (``fl.proximal-mu``, sent as ``proximal-mu``).
 fedadam        FedAdam (Reddi et al. 2021): Adam on the averaged update, server lr
@@ -34,6 +37,7 @@ from flwr.common import log
 from flwr.serverapp.strategy import (
     FedAdam,
     FedAvg,
+    FedAvgM,
     FedMedian,
     FedProx,
     FedTrimmedAvg,
@@ -60,8 +64,9 @@ def aggregate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecor
     return out
 
 
-class FedAdamAvgBuffers(FedAdam):
-    """FedAdam on weights; the listed buffers (BatchNorm statistics) plainly averaged."""
+class AvgBuffers:
+    """Strategy mixin for server optimizers (FedAdam, FedAvgM): the listed buffers (BatchNorm
+    statistics) are plainly averaged instead of stepped (a step could drive a variance negative)."""
 
     def __init__(self, *, buffer_keys: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -80,9 +85,20 @@ class FedAdamAvgBuffers(FedAdam):
         return arrays, metrics
 
 
+class FedAdamAvgBuffers(AvgBuffers, FedAdam):
+    """FedAdam on weights; BatchNorm statistics plainly averaged."""
+
+
+class FedAvgMAvgBuffers(AvgBuffers, FedAvgM):
+    """FedAvgM on weights; BatchNorm statistics plainly averaged."""
+
+
 # name -> (strategy class, its extra arguments from cfg and the model's BatchNorm keys)
 STRATEGIES: dict[str, tuple[type[Strategy], Callable[[Any, set[str]], dict]]] = {
     "fedavg": (FedAvg, lambda cfg, bn: {}),
+    "fedavgm": (FedAvgMAvgBuffers, lambda cfg, bn: {
+        "server_learning_rate": 1.0, "server_momentum": cfg.fl.server_momentum,
+        "buffer_keys": {k for k in bn if not k.endswith((".weight", ".bias"))}}),
     "fedprox": (FedProx, lambda cfg, bn: {"proximal_mu": cfg.fl.proximal_mu}),
     "fedadam": (FedAdamAvgBuffers, lambda cfg, bn: {
         "eta": cfg.fl.server_lr, "eta_l": cfg.train.lr,

@@ -1,38 +1,33 @@
 """What a federated client and server compute; no Flower import (Flower only wraps it).
 
-* the model: :func:`initial_model` (``build_detector`` + ``init_backbone``), weights in
-  and out as state dicts (:func:`load_state`, :func:`bn_keys` for FedBN);
+Everything a client trains with is the shared detector recipe
+(:mod:`dfflab.detector.recipe`): the same model and init, AdamW, warmup + cosine (laid
+over all rounds x local epochs), class-balanced loss, augmentation, steps per epoch and
+epoch seeds as the centralized baseline, so a federated run differs from it only in what
+``[fl]`` says. Scoring is :func:`dfflab.detector.scoring.score`. This module adds:
+
 * a client's data: :func:`client_data` (the prepared store + ``partition.client_rows``);
-* :func:`local_train`: ``fl.local-epochs`` passes of ``dfflab.train.core.train_one_epoch``
-  with the centralized recipe (AdamW, warmup + cosine over the whole federated run,
-  class-balanced loss, flip/shift augmentation) and FedProx's proximal term as
-  ``extra_loss``;
-* :func:`test` / :func:`global_eval`: ``dfflab.train.core.evaluate`` on a client's
-  validation rows or on the global val (threshold) and test sets.
+* weights in and out as state dicts (:func:`state_of`, :func:`load_state`, :func:`bn_keys`
+  for FedBN), and an optimizer state that can travel through Flower's ``context.state``;
+* :func:`local_train`: one round of ``fl.local-epochs`` epochs, with FedProx's proximal term;
+* :func:`global_eval`: the server's scoring of a global model (threshold on the global
+  validation set, metrics on test).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from dfflab.device import prepare_model, resolve_device, seed_everything, set_threads
-from dfflab.metrics import binary_metrics, choose_threshold, per_source_metrics
-from dfflab.models import build_detector, init_backbone
-from dfflab.train.augment import make_augment
-from dfflab.train.core import (
-    detection_loss,
-    epoch_rows,
-    evaluate,
-    train_one_epoch,
-    warmup_cosine,
-)
+from dfflab.config import derive
+from dfflab.detector.recipe import make_recipe
+from dfflab.detector.rows import select_rows
+from dfflab.detector.scoring import Scores, score
+from dfflab.device import resolve_device, set_threads
 
-EVAL_BATCH = 256
 _STORES: dict[str, object] = {}
 
 
@@ -56,9 +51,10 @@ def client_data(cfg, partition_id: int, num_partitions: int) -> tuple[object, di
 
 
 def global_rows(store, cfg) -> dict[str, np.ndarray]:
-    """The server's sets: val (training sources, picks the threshold) and test."""
-    return {"val": store.select("val", cfg.train.train_sources),
-            "test": store.select("test", cfg.train.test_sources)}
+    """The server's sets: val (training sources, picks the threshold) and test -- the
+    centralized baseline's own val and test rows."""
+    rows = select_rows(store, cfg.train)
+    return {"val": rows["val"], "test": rows["test"]}
 
 
 # -- model ------------------------------------------------------------------------------
@@ -66,19 +62,6 @@ def device_for(cfg, threads: int = 0) -> torch.device:
     """Resolve ``train.device`` and set torch's CPU threads (``threads`` or ``train.threads``)."""
     set_threads(threads or cfg.train.threads)
     return resolve_device(cfg.train.device)
-
-
-def new_model(cfg, device: torch.device) -> nn.Module:
-    """An untrained detector of ``cfg.model`` on ``device`` (channels-last)."""
-    return prepare_model(build_detector(cfg.model), device)
-
-
-def initial_model(cfg, device: torch.device) -> tuple[nn.Module, str | None]:
-    """(global model of round 0 on ``device``, init path): seeded, ``train.init``'s backbone."""
-    seed_everything(cfg.train.seed)
-    model = build_detector(cfg.model)
-    init_path = init_backbone(model, cfg.train.init, cfg.model)
-    return prepare_model(model, device), init_path
 
 
 def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -106,6 +89,21 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], keep_local: dic
     model.load_state_dict(merged)
 
 
+def flat_optimizer_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """AdamW's per-parameter state as flat tensors (``"<param index>.<key>"``), for an ArrayRecord."""
+    return {f"{i}.{k}": torch.as_tensor(v).detach().cpu().clone() for i, st in opt.state_dict()["state"].items()
+            for k, v in st.items()}
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`flat_optimizer_state` (the param groups are the recipe's own)."""
+    state: dict[int, dict] = {}
+    for key, value in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = torch.as_tensor(value)
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
 # -- training ---------------------------------------------------------------------------
 def proximal_term(model: nn.Module, mu: float) -> Callable[[nn.Module], torch.Tensor]:
     """FedProx's mu/2 ||w - w_global||^2 over trainable weights, anchored at the current ones."""
@@ -117,93 +115,60 @@ def proximal_term(model: nn.Module, mu: float) -> Callable[[nn.Module], torch.Te
     return term
 
 
-def steps_per_epoch(n_rows: int, batch_size: int) -> tuple[int, bool]:
-    """(optimizer steps per epoch, drop_last): a last batch of 1 would break BatchNorm."""
-    drop_last = n_rows > batch_size
-    return (n_rows // batch_size if drop_last else math.ceil(n_rows / batch_size)), drop_last
-
-
-def _round_schedule(opt, cfg, server_round: int, steps: int):
-    """The centralized warmup + cosine, laid over all rounds; this round picks up where it left."""
-    t, fl = cfg.train, cfg.fl
-    total = fl.rounds * fl.local_epochs * steps
-    factor = warmup_cosine(torch.optim.SGD([torch.zeros(1)], lr=1.0), round(t.warmup_epochs * steps),
-                           total).lr_lambdas[0]
-    offset = (server_round - 1) * fl.local_epochs * steps
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(offset + s))
-
-
-def local_train(model: nn.Module, store, rows: np.ndarray, cfg, device: torch.device, *,
-                server_round: int, partition_id: int, proximal_mu: float = 0.0,
-                flip_labels: bool = False) -> dict[str, float]:
-    """``fl.local-epochs`` epochs on a client's rows; returns train_loss, images, seconds.
+def local_train(model: nn.Module, store, rows: np.ndarray, cfg, device: torch.device, *, server_round: int,
+                partition_id: int, proximal_mu: float = 0.0, flip_labels: bool = False,
+                optimizer_state: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, float], dict]:
+    """One round: ``fl.local-epochs`` epochs of the recipe on a client's rows.
 
     Args:
-        server_round: 1-based round (positions the learning-rate schedule and seeds).
+        server_round: 1-based round (positions the learning-rate schedule and the epoch seeds).
         proximal_mu: FedProx's mu; 0 trains plain FedAvg-style.
         flip_labels: train on real <-> fake swapped (a label-flipping attacker).
-    """
-    from dfflab.federated.attacks import flip_labels as flipped
+        optimizer_state: the client's AdamW state after its previous round
+            (:func:`flat_optimizer_state`), to continue from; ``None`` starts AdamW afresh.
 
-    t = cfg.train
-    if len(rows) == 0:
-        raise ValueError(f"client {partition_id} has no training rows")
-    steps, drop_last = steps_per_epoch(len(rows), t.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = _round_schedule(opt, cfg, server_round, steps)
-    labels = 1 - store.labels[rows] if flip_labels else store.labels[rows]
-    loss_fn = detection_loss(labels, t.balance, device)
+    Returns:
+        (``train_loss``, ``images``, ``seconds``, ``steps``; the AdamW state after this round).
+    """
+    fl = cfg.fl
+    if fl.local_batch_size > 0:  # the client's own batch size; everything else is the shared recipe
+        cfg = derive(cfg, {"train.batch-size": fl.local_batch_size})
+    first = (server_round - 1) * fl.local_epochs  # this round's first epoch in the run's schedule
+    recipe = make_recipe(cfg, store, rows, device, model, total_epochs=fl.rounds * fl.local_epochs,
+                         start_epoch=first, client=partition_id, flip_labels=flip_labels)
+    if optimizer_state:
+        load_optimizer_state(recipe.opt, optimizer_state)
     extra = proximal_term(model, proximal_mu) if proximal_mu > 0 else None
-    augment = make_augment(t.augment)
     loss_sum, images, seconds = 0.0, 0, 0.0
-    for e in range(cfg.fl.local_epochs):
-        # One seed per (client, round, epoch): runs replay exactly, clients differ.
-        seed = (t.seed * 1_000_003 + partition_id * 10_007 + (server_round - 1) * cfg.fl.local_epochs + e)
-        torch.manual_seed(seed)  # dropout
-        gen = torch.Generator().manual_seed(seed)  # augmentation
-        order = epoch_rows(rows, 1 - store.labels if flip_labels else store.labels, t.balance, seed)
-        batches = store.batches(order, t.batch_size, drop_last=drop_last)
-        stats = train_one_epoch(model, flipped(batches) if flip_labels else batches, opt,
-                                loss_fn, device, scheduler=sched, augment=augment, gen=gen,
-                                extra_loss=extra, amp=t.amp, total=steps)
+    for e in range(fl.local_epochs):
+        stats = recipe.train_epoch(first + e, extra_loss=extra)
         loss_sum += stats["loss"] * stats["images"]
         images += stats["images"]
         seconds += stats["seconds"]
-    return {"train_loss": loss_sum / max(1, images), "images": images, "seconds": seconds}
+    out = {"train_loss": loss_sum / max(1, images), "images": images, "seconds": seconds,
+           "steps": fl.local_epochs * recipe.steps}
+    return out, flat_optimizer_state(recipe.opt)
 
 
 # -- evaluation -------------------------------------------------------------------------
 def test(model: nn.Module, store, rows: np.ndarray, device: torch.device, *, threshold: float | None = None,
-         amp: bool = True) -> tuple[dict, dict, float]:
-    """(overall metrics incl. loss, {source: metrics}, threshold) on ``rows``.
-
-    ``threshold=None`` chooses it on these rows (max balanced accuracy), as on val.
-    A model wrecked by an attack may score NaN: such scores count as 0.5 (no
-    information) and ``nonfinite_frac`` says how many there were.
-    """
-    loss_fn = nn.BCEWithLogitsLoss()
-    overall, _, pred = evaluate(model, store.batches(rows, EVAL_BATCH), device, store.source_names,
-                                amp=amp, loss_fn=loss_fn)
-    bad = ~torch.isfinite(torch.as_tensor(pred.probs))
-    probs = torch.where(bad, 0.5, torch.as_tensor(pred.probs))
-    thr = choose_threshold(probs, pred.labels) if threshold is None else threshold
-    metrics = binary_metrics(probs, pred.labels, thr)
-    metrics["loss"] = overall["loss"]
-    metrics["nonfinite_frac"] = float(bad.float().mean()) if len(bad) else 0.0
-    return metrics, per_source_metrics(probs, pred.labels, pred.source_ids, store.source_names, thr), thr
+         amp: bool = True) -> Scores:
+    """:func:`~dfflab.detector.scoring.score` with the plain (unweighted) BCE as ``loss``."""
+    return score(model, store, rows, device, threshold=threshold, loss_fn=nn.BCEWithLogitsLoss(), amp=amp)
 
 
 def global_eval(model: nn.Module, store, cfg, device: torch.device) -> dict:
     """The centralized metrics of a global model: threshold on global val, scores on test.
 
     Returns:
-        ``{"threshold", "val", "test", "test_per_source"}`` (metric dicts as
-        :func:`dfflab.metrics.binary_metrics`).
+        ``{"threshold", "val", "test", "test_per_source", "scores"}`` (metric dicts as
+        :func:`dfflab.metrics.binary_metrics`; ``scores`` the test :class:`Scores`).
     """
     sets = global_rows(store, cfg)
-    val, _, thr = test(model, store, sets["val"], device, amp=cfg.train.amp)
-    test_m, test_per, _ = test(model, store, sets["test"], device, threshold=thr, amp=cfg.train.amp)
-    return {"threshold": thr, "val": val, "test": test_m, "test_per_source": test_per}
+    val = test(model, store, sets["val"], device, amp=cfg.train.amp)
+    tst = test(model, store, sets["test"], device, threshold=val.threshold, amp=cfg.train.amp)
+    return {"threshold": val.threshold, "val": val.overall, "test": tst.overall, "test_per_source": tst.per_source,
+            "scores": tst}
 
 
 def eval_row(ev: dict) -> dict[str, float]:

@@ -11,7 +11,7 @@ at their native size.
 
 **GAN-augmented leave-one-generator-out (LOGO)**: for each fake source h, a detector is
 trained on reals + the other fake sources (baseline) and again with GAN images added as
-extra fakes (augmented), both with :func:`dfflab.centralized.train.train_detector`; the
+extra fakes (augmented), both with :func:`dfflab.detector.trainer.train_detector`; the
 change in test AUROC on the held-out h is reported. The GAN images come from an
 *extra prepared store*: the original store plus generated images as new fake sources
 ``gan-<class>`` in the train split (upsampled to the store's size), so the detector's
@@ -169,7 +169,7 @@ def train_matched_detector(cfg, store, gan_size: int, run: Run, progress: bool =
     tell, see the resampled control), so its fooling rate says nothing about the GAN. This
     detector sees reals and fakes with the same resampling, so only the content is left.
     """
-    from dfflab.centralized.train import train_detector
+    from dfflab.detector.trainer import train_detector
 
     rs_dir = run.path("resampled-store")
     rs = write_resampled_store(store, gan_size, rs_dir)
@@ -198,7 +198,7 @@ def augmented_logo(cfg, g, store, run: Run, n_per_class: int, progress: bool = T
 
     Finished folds are kept in ``run``'s ``logo.pt`` so a crashed experiment resumes.
     """
-    from dfflab.centralized.train import train_detector
+    from dfflab.detector.trainer import train_detector
 
     fake_sources = list(store.fake_sources)
     state_path = run.path("logo.pt")

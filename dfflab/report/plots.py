@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from dfflab.files import pyplot, save_figure
+from dfflab.report.collect import RunInfo, get
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from dfflab.report.collect import RunInfo, get  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+plt = pyplot()
 
 
 def curves(runs: list[RunInfo], path: Path) -> Path | None:
@@ -37,7 +27,7 @@ def curves(runs: list[RunInfo], path: Path) -> Path | None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def per_source_bars(runs: list[RunInfo], path: Path) -> Path | None:
@@ -59,7 +49,7 @@ def per_source_bars(runs: list[RunInfo], path: Path) -> Path | None:
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def evolution(chains: dict[str, list[tuple[str, float | None]]], labels: dict[str, str], path: Path) -> Path | None:
@@ -75,7 +65,7 @@ def evolution(chains: dict[str, list[tuple[str, float | None]]], labels: dict[st
         ax.set_xticklabels([n for n, _ in chain], rotation=35, ha="right", fontsize=7)
         ax.set_title(f"{stage}: {labels.get(stage, '')}", fontsize=9)
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def metric_over_epochs(runs: list[RunInfo], keys: list[str], path: Path, xlabel: str = "epoch",
@@ -92,4 +82,4 @@ def metric_over_epochs(runs: list[RunInfo], keys: list[str], path: Path, xlabel:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)

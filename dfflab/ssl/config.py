@@ -5,14 +5,9 @@ Device, precision, threads and the seed come from ``[train]`` (``train.device``,
 under the same conditions. The backbone is ``[model]``'s, so it fits the detector.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-def _f(default, help: str):
-    """A field with a default and a help line (``dfflab.config.doc`` can't be imported here)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+from dfflab.settings import doc as _f
 
 
 @dataclass
@@ -39,3 +34,7 @@ class SSLConfig:
                        "feature bank / probe training set (a fixed random subset; 0 = all).")
     probe_l2: float = _f(1e-4, "Linear probe: L2 penalty of the logistic regression.")
     label_fractions: list = _f(["0.01", "0.1", "1"], "Label-efficiency experiment: shares of training labels.")
+    label_budget: str = _f("steps", "Label-efficiency budget: steps (every fraction trains as many optimizer steps "
+                           "as the full-label run: epochs, warmup and validation interval scaled up) or epochs "
+                           "(the same epochs: a 1% run then makes ~1% of the steps).")
+    label_seeds: int = _f(1, "Label-efficiency experiment: fine-tuning seeds per (init, fraction) cell.")

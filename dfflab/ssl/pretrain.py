@@ -28,7 +28,7 @@ import torch
 from dfflab.config import ConfigError
 from dfflab.device import prepare_model, resolve_device, seed_everything, set_threads
 from dfflab.models import build_backbone, save_backbone
-from dfflab.runs import Run, find_unfinished
+from dfflab.runs import Run, open_or_resume
 from dfflab.ssl.loop import prefetch, ssl_epoch
 from dfflab.ssl.methods import build_method
 from dfflab.ssl.probes import extract_features, knn_scores, linear_scores
@@ -77,11 +77,12 @@ def pretrain(cfg, *, name: str | None = None, parent: str | None = None, note: s
     s = cfg.ssl
     name = name or s.method + ("-reals" if s.reals_only else "")
     st = _setup(cfg, store, progress)  # fails on bad settings before a run folder exists
-    run, start = _open_run(cfg, name, parent, note, st.store, resume)
-    if start > 0:
-        st.load(run.load("last.pt"))
+    run, state = open_or_resume(cfg, "ssl", name, fingerprint=st.store.fingerprint, parent=parent, note=note,
+                                resume=resume, quiet=not progress)
+    start = int(state["epoch"]) if state is not None else 0
+    if state is not None:
+        st.load(state)
         run.truncate_metrics(start + 1)  # rows 0..start; later ones came after the checkpoint
-        print(f"resuming {run.dir} after epoch {start}")
     else:
         # epoch 0: the random-init backbone, the baseline every SSL number is read against
         run.log_metrics(_monitor(st, 0, {"ssl_loss": None, "lr": None, "seconds": 0.0}, linear=True))
@@ -151,17 +152,6 @@ def _monitor(st: _Setup, epoch: int, row: dict, c0: float | None = None, linear:
         scores.update({k.removesuffix("_val"): v for k, v in lin.items()})
     return {"epoch": epoch, "samples": epoch * st.steps_per_epoch * st.cfg.ssl.batch_size, **row,
             **scores, "monitor_seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0}
-
-
-def _open_run(cfg, name, parent, note, store, resume) -> tuple[Run, int]:
-    """(run, last finished epoch): an unfinished run with the same config, or a new one."""
-    if resume:
-        old = find_unfinished(cfg.results, "ssl", name)
-        if old is not None and old.config == cfg.to_dict():
-            return old, int(old.load("last.pt")["epoch"])
-    run = Run.create(cfg.results, "ssl", name, cfg.to_dict(), parent=parent, note=note,
-                     fingerprint=store.fingerprint)
-    return run, 0
 
 
 def _probe_rows(store, bank: int, seed: int) -> dict[str, np.ndarray]:

@@ -10,11 +10,12 @@ that run's note, so the choice of ``ssl.views``' default is on record.
 
 from __future__ import annotations
 
-from dfflab.config import ConfigError
-from dfflab.runs import atomic_write_text, find_finished, write_json
+from dfflab.config import ConfigError, derive
+from dfflab.files import atomic_write_text, markdown_table, write_json
+from dfflab.runs import find_run
 from dfflab.ssl.methods import METHODS
 from dfflab.ssl.pretrain import pretrain
-from dfflab.ssl.sweep import derive, markdown_table, open_sweep
+from dfflab.ssl.sweep import finish_sweep, open_sweep
 from dfflab.ssl.views import make_view
 
 COLUMNS = ("knn_real_fake_bacc_val", "knn_real_fake_auroc_val", "knn_source_acc_val",
@@ -45,7 +46,8 @@ def compare_views(cfg, views: list[str], methods: list[str], *, note: str = "", 
             if cell in done:
                 continue
             child_cfg = derive(cfg, {"ssl.method": method, "ssl.views": view})
-            child = find_finished(cfg.results, "ssl", f"views-{cell}", child_cfg) or pretrain(
+            child = find_run(cfg.results, "ssl", name=f"views-{cell}", cfg=child_cfg,
+                                                fingerprint=store.fingerprint) or pretrain(
                 child_cfg, name=f"views-{cell}", parent=sweep.name, store=store, progress=progress,
                 note=f"views experiment cell: {method} with {view} views", resume=resume)
             s = child.summary()
@@ -85,5 +87,5 @@ def _finish(sweep, rows: list[dict], note: str):
     atomic_write_text(sweep.path("views_experiment.md"), text)
     write_json(sweep.path("views_experiment.json"), rows)
     sweep.update_record(note=f"{note} Result: {verdict}.")
-    sweep.write_summary({"rows": rows, "best": {m: r["views"] for m, r in best.items()}})
+    finish_sweep(sweep, {"rows": rows, "best": {m: r["views"] for m, r in best.items()}})
     return sweep

@@ -1,7 +1,8 @@
-"""The one training core: ``train_one_epoch``, ``predict``, ``evaluate``.
+"""The one training core: ``train_one_epoch`` and ``predict``.
 
-Shared by the centralized detector, the Flower client (which only wraps it) and the
-SSL probes. No Flower import here. Batches are ``(x, y, source_id)`` with ``x`` uint8
+Shared by every detector trainer (through :mod:`dfflab.detector.recipe` and
+:mod:`dfflab.detector.scoring`), the Flower client (which only wraps them) and the SSL
+probes. No Flower import here. Batches are ``(x, y, source_id)`` with ``x`` uint8
 (B, 3, H, W) straight from the prepared store; conversion, augmentation and mixed
 precision happen on the device.
 """
@@ -19,16 +20,20 @@ from torch import nn
 from tqdm import tqdm
 
 from dfflab.device import autocast, to_device_images
-from dfflab.metrics import binary_metrics, per_source_metrics
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                  floor: float = 0.01) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the optimizer's lr, then cosine decay to ``floor`` x lr."""
+                  floor: float = 0.01, start: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup to the optimizer's lr, then cosine decay to ``floor`` x lr.
+
+    ``start`` is the step of the schedule the first ``scheduler.step()`` follows (a
+    federated round continues the schedule of the whole run).
+    """
 
     def factor(step: int) -> float:
+        step += start
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -149,17 +154,33 @@ def predict(model: nn.Module, batches: Iterable[Batch], device: torch.device, *,
     return Predictions(logits if passes > 1 else logits[0], torch.cat(ys), torch.cat(ss))
 
 
-def evaluate(model: nn.Module, batches: Iterable[Batch], device: torch.device, source_names: list[str], *,
-             threshold: float = 0.5, amp: bool = True, loss_fn=None,
-             transform: Callable | None = None) -> tuple[dict, dict, Predictions]:
-    """Metrics overall and per fake source.
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batches: Iterable[Batch], device: torch.device, amp: bool = True) -> int:
+    """Recompute every BatchNorm layer's running statistics from ``batches`` (cumulative average,
+    weights unchanged); returns the images seen.
 
-    Returns:
-        (overall metrics, {source: metrics}, predictions). With ``loss_fn`` the overall
-        dict also has ``loss``.
+    A federated global model's averaged running statistics are not the statistics of any data
+    (the mean of per-client variances misses the between-client variance); re-estimating them on
+    data the server holds gives the model the statistics it will meet.
     """
-    pred = predict(model, batches, device, amp=amp, transform=transform)
-    overall = binary_metrics(pred.probs, pred.labels, threshold)
-    if loss_fn is not None:
-        overall["loss"] = float(loss_fn(pred.logits.to(device), pred.labels.float().to(device)))
-    return overall, per_source_metrics(pred.probs, pred.labels, pred.source_ids, source_names, threshold), pred
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over all batches
+    model.eval()
+    for m in bns:
+        m.train()
+    n = 0
+    for x, _, _ in batches:
+        x = to_device_images(x, device)
+        with autocast(device, amp):
+            model(x)
+        n += len(x)
+    for m, (momentum, training) in zip(bns, saved, strict=True):
+        m.momentum = momentum
+        m.train(training)
+    model.eval()
+    return n

@@ -10,7 +10,7 @@ Every function takes p(fake) (or logits) and 0/1 labels as 1-D tensors.
   ``binary_calibration_error``: equal-width bins over p(fake), the gap between the
   mean p(fake) and the share of fakes in each bin, weighted by the bin's share.
 * :func:`nll`, :func:`brier`, :func:`reliability_bins` (the same bins as the ECE, for
-  the diagram), :func:`binary_entropy` (bits).
+  the diagram); the predictive entropy is :func:`dfflab.metrics.binary_entropy`.
 """
 
 from __future__ import annotations
@@ -81,12 +81,6 @@ def nll(probs: torch.Tensor, labels: torch.Tensor) -> float:
 def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean squared error between p(fake) and the 0/1 label."""
     return float(((probs.double().cpu() - labels.double().cpu()) ** 2).mean())
-
-
-def binary_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Entropy of Bernoulli(p) in bits: 0 when certain, 1 at p = 0.5."""
-    p = probs.double().clamp(EPS, 1 - EPS)
-    return -(p * p.log2() + (1 - p) * (1 - p).log2())  # float64: near 1 bit, float32 ties
 
 
 def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, list]:

@@ -5,14 +5,9 @@ config (``data``, ``model``, ``train``); this section only says how to quantify 
 uncertainty.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-def _f(default, help: str):
-    """A field with a default and a help line (``dfflab.config.doc`` can't be imported here)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+from dfflab.settings import doc as _f
 
 
 @dataclass

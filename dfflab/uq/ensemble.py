@@ -16,23 +16,9 @@ from __future__ import annotations
 import copy
 
 from dfflab.config import ConfigError
-from dfflab.runs import Run, list_runs
+from dfflab.runs import Run, open_or_resume
 
 STAGE = "ensemble"
-
-
-def _same_setup(run: Run, cfg, m: int) -> bool:
-    mine, theirs = cfg.to_dict(), run.config
-    return run.record.get("m") == m and all(mine.get(k) == theirs.get(k) for k in ("results", "data", "model", "train"))
-
-
-def _open(cfg, name: str, m: int, parent, note: str, store, resume: bool) -> Run:
-    if resume:
-        for run in reversed(list_runs(cfg.results, STAGE)):
-            if run.record.get("name") == name and not run.finished and _same_setup(run, cfg, m):
-                return run
-    return Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
-                      fingerprint=store.fingerprint, extra={"m": m})
 
 
 def member_config(cfg, i: int):
@@ -47,7 +33,7 @@ def member_config(cfg, i: int):
 def train_ensemble(cfg, m: int | None = None, *, name: str = "ens", parent: str | None = None, note: str = "",
                    store=None, progress: bool = True, resume: bool = True) -> Run:
     """Train ``m`` (default ``cfg.uq.ensemble_size``) seeded detectors; returns the ensemble's run folder."""
-    from dfflab.centralized.train import train_detector
+    from dfflab.detector.trainer import train_detector
 
     m = cfg.uq.ensemble_size if m is None else m
     if m < 2:
@@ -56,7 +42,10 @@ def train_ensemble(cfg, m: int | None = None, *, name: str = "ens", parent: str 
         from dfflab.data import ensure_store
 
         store = ensure_store(cfg, progress=progress)
-    run = _open(cfg, name, m, parent, note or f"deep ensemble of {m} seeds", store, resume)
+    run, _ = open_or_resume(cfg, STAGE, name, fingerprint=store.fingerprint, parent=parent,
+                            note=note or f"deep ensemble of {m} seeds", resume=resume, extra={"m": m},
+                            quiet=not progress)
+    run.save("last.pt", {"m": m})  # resumable until the summary is written; the members are in metrics.csv
     done = {int(r["member"]): r["run"] for r in run.metrics()}
     for i in range(m):
         if i in done:

@@ -29,11 +29,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchmetrics.functional.classification import binary_auroc, binary_roc
+from torchmetrics.functional.classification import binary_auroc
 
 from dfflab.config import ConfigError, config_from_dict
-from dfflab.metrics import binary_metrics
+from dfflab.files import markdown_table as md_table
+from dfflab.metrics import binary_metrics, choose_threshold
 from dfflab.runs import Run, load_checkpoint, save_checkpoint, write_json
 from dfflab.uq import plots
 from dfflab.uq.calibration import calibration_scores, reliability_bins
@@ -99,22 +99,10 @@ def eval_rows(store, tcfg) -> dict[str, np.ndarray]:
 
 
 # -- scoring one method -------------------------------------------------------------------
-def decision_threshold(probs, labels) -> float:
-    """:func:`dfflab.metrics.choose_threshold`'s rule (max balanced accuracy) in float64.
-
-    float32 would tie the near-0.5 p(fake) of a large temperature, so temperature
-    scaling could move the decisions; in float64 it maps the plain threshold exactly.
-    """
-    if labels.min() == labels.max():
-        return 0.5
-    fpr, tpr, thr = binary_roc(probs.double().cpu(), labels.long().cpu())
-    return float(thr[int(torch.argmax(tpr - fpr))].clamp(0, 1))
-
-
 def method_report(res: MethodResult, ucfg) -> dict:
     """Val-fitted thresholds, then every test metric of one method's predictions."""
     val, test = res.outputs["val"], res.outputs["test"]
-    thr = decision_threshold(val.probs, val.labels)
+    thr = choose_threshold(val.probs, val.labels)
     abstain = {s: threshold_for_coverage(u, ucfg.coverage) for s, u in val.scores().items()}
     det = binary_metrics(test.probs, test.labels, thr)
     # in float64: binary_metrics' float32 would tie the near-0.5 p(fake) of a large T
@@ -246,28 +234,31 @@ def store_calibration(path: Path, report: dict, ucfg) -> None:
 
 def markdown_table(uq: dict) -> str:
     """Before (plain) and after each method: calibration, AUROC, AURC; then unseen separation."""
-    lines = [f"uq of {uq['run']} (test, {uq['sizes']['test']} images; fitted on val, {uq['sizes']['val']})", "",
-             "| method | ECE | NLL | Brier | AUROC | bal. acc | AURC (entropy) | AURC (MI) | acc @ "
-             f"{uq['settings']['coverage']:.0%} cov |", "|---" * 9 + "|"]
+    cov = uq["settings"]["coverage"]
+    rows = []
     for name, r in uq["methods"].items():
         t, sel = r["test"], r["test"]["selective"]
-        mi = f"{sel['mutual_info']['aurc']:.4f}" if "mutual_info" in sel else "-"
-        lines.append(f"| {name} | {t['ece']:.4f} | {t['nll']:.4f} | {t['brier']:.4f} | {t['auroc']:.4f} | "
-                     f"{t['balanced_accuracy']:.4f} | {sel['entropy']['aurc']:.4f} | {mi} | "
-                     f"{sel['entropy']['acc_at_coverage']:.4f} |")
+        rows.append([name, t["ece"], t["nll"], t["brier"], t["auroc"], t["balanced_accuracy"], sel["entropy"]["aurc"],
+                     sel.get("mutual_info", {}).get("aurc"), sel["entropy"]["acc_at_coverage"]])
+    text = (f"uq of {uq['run']} (test, {uq['sizes']['test']} images; fitted on val, {uq['sizes']['val']})\n\n"
+            + markdown_table4(["method", "ECE", "NLL", "Brier", "AUROC", "bal. acc", "AURC (entropy)", "AURC (MI)",
+                               f"acc @ {cov:.0%} cov"], rows))
     for h, per in uq.get("unseen_details", {}).items():
-        lines += ["", f"held-out generator {h}: AUROC of each score separating its fakes from seen fakes; "
-                  f"accuracy at {uq['settings']['coverage']:.0%} coverage on reals + {h} fakes", "",
-                  "| method | sep. AUROC entropy | sep. AUROC MI | acc held out | acc @ cov held out | "
-                  "acc @ cov seen |", "|---" * 6 + "|"]
-        for name, u in per.items():
-            mi = u["separation_auroc"].get("mutual_info")
-            lines.append(f"| {name} | {u['separation_auroc']['entropy']:.4f} | "
-                         f"{'-' if mi is None else f'{mi:.4f}'} | {u['held_out']['accuracy']:.4f} | "
-                         f"{u['held_out']['acc_at_coverage']:.4f} | {u['seen']['acc_at_coverage']:.4f} |")
+        text += (f"\nheld-out generator {h}: AUROC of each score separating its fakes from seen fakes; "
+                 f"accuracy at {cov:.0%} coverage on reals + {h} fakes\n\n")
+        text += markdown_table4(["method", "sep. AUROC entropy", "sep. AUROC MI", "acc held out",
+                                 "acc @ cov held out", "acc @ cov seen"],
+                                [[name, u["separation_auroc"]["entropy"], u["separation_auroc"].get("mutual_info"),
+                                  u["held_out"]["accuracy"], u["held_out"]["acc_at_coverage"],
+                                  u["seen"]["acc_at_coverage"]] for name, u in per.items()])
     if uq.get("skipped"):
-        lines += [""] + [f"skipped {m}: {why}" for m, why in uq["skipped"].items()]
-    return "\n".join(lines)
+        text += "\n" + "\n".join(f"skipped {m}: {why}" for m, why in uq["skipped"].items()) + "\n"
+    return text.rstrip("\n")
+
+
+def markdown_table4(header: list[str], rows: list[list]) -> str:
+    """:func:`dfflab.files.markdown_table` with four decimals and '-' for a missing value."""
+    return md_table(header, rows, cell=lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v))
 
 
 def evaluate_crossgen(run: Run, cfg, methods, *, store=None, progress=True, write_checkpoint=True) -> dict:

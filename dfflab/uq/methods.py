@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfflab.uq.calibration import binary_entropy, fit_temperature, scale
+from dfflab.metrics import binary_entropy
+from dfflab.uq.calibration import fit_temperature, scale
 
 SPLITS = ("val", "test")
 

@@ -10,17 +10,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from dfflab.files import pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def _save(fig, path: Path | str) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+plt = pyplot()
 
 
 def plot_reliability(methods: dict[str, dict], path: Path | str) -> Path:
@@ -60,7 +52,7 @@ def plot_reliability(methods: dict[str, dict], path: Path | str) -> Path:
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_risk_coverage(methods: dict[str, dict], path: Path | str) -> Path:
@@ -79,7 +71,7 @@ def plot_risk_coverage(methods: dict[str, dict], path: Path | str) -> Path:
            xlim=(0, 1), title="Selective prediction (test)")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_unseen(unseen: dict[str, dict], path: Path | str) -> Path:
@@ -96,4 +88,4 @@ def plot_unseen(unseen: dict[str, dict], path: Path | str) -> Path:
         ax.axhline(0.5, ls=":", c="grey")
         ax.set_xticks(range(len(values)), labels, fontsize=6, rotation=45, ha="right")
         ax.set(ylim=(0, 1), ylabel="AUROC held-out vs seen fakes", title=f"held out: {h}")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)

@@ -1,4 +1,4 @@
-"""Robustness: test AUROC when test images are degraded after the detector was trained.
+"""Image distortions: test AUROC when test images are degraded after the detector was trained.
 
     dfflab centralized robustness --run results/runs/<centralized run>
     dfflab centralized robustness --checkpoint detector.pt --out DIR
@@ -147,7 +147,7 @@ def evaluate_robustness(
     """
     from tqdm import tqdm
 
-    from dfflab.centralized.scoring import evaluate_checkpoint
+    from dfflab.detector.scoring import score_checkpoint
     from dfflab.device import resolve_device
     from dfflab.runs import load_checkpoint
 
@@ -155,7 +155,8 @@ def evaluate_robustness(
     if rows is None:
         rows = store.select("test", cfg.train.test_sources)
     threshold = float(load_checkpoint(ckpt).get("threshold", 0.5))
-    clean, clean_per, _ = evaluate_checkpoint(ckpt, store, rows, device)
+    clean_scores = score_checkpoint(ckpt, store, rows, device)
+    clean, clean_per = clean_scores.overall, clean_scores.per_source
     out = {
         "checkpoint": str(ckpt),
         "test_sources": sorted(set(store.sources[rows]) - {"wiki", "real"}),
@@ -168,9 +169,8 @@ def evaluate_robustness(
     for d, s in tqdm(
         conditions(names), desc="robustness", disable=not progress, leave=False
     ):
-        m, per, _ = evaluate_checkpoint(
-            ckpt, store, rows, device, transform=lambda x, d=d, s=s: d.fn(x, s)
-        )
+        scored = score_checkpoint(ckpt, store, rows, device, transform=lambda x, d=d, s=s: d.fn(x, s))
+        m, per = scored.overall, scored.per_source
         out["distortions"].append(
             {
                 "name": d.name,
@@ -199,7 +199,7 @@ def robustness_table(result: dict) -> str:
 
 def write_robustness(result: dict, out_dir: str | Path) -> Path:
     """``robustness.json`` and ``robustness.png`` into ``out_dir``; returns the JSON path."""
-    from dfflab.centralized.plots import plot_robustness
+    from dfflab.detector.plots import plot_robustness
     from dfflab.runs import write_json
 
     out_dir = Path(out_dir)

@@ -9,22 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchmetrics.functional.classification import (  # noqa: E402
+import torch
+from torchmetrics.functional.classification import (
     binary_precision_recall_curve,
     binary_roc,
 )
 
+from dfflab.files import pyplot, save_figure
 
-def _save(fig, path: Path | str) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+plt = pyplot()
 
 
 def _subsets(pred, source_names: list[str]):
@@ -60,7 +53,7 @@ def plot_roc(
         ylim=(0, 1.01),
     )
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_pr(
@@ -88,7 +81,7 @@ def plot_pr(
         ylim=(0, 1.01),
     )
     ax.legend(fontsize=8, loc="lower left")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_confusion(
@@ -123,22 +116,23 @@ def plot_confusion(
         ylabel="true",
         title=f"{title}\nthreshold p(fake) >= {threshold:.3f}",
     )
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_training(rows: list[dict], path: Path | str) -> Path:
     """Loss and AUROC per epoch from metrics.csv rows (test AUROC is shown, never used)."""
     ep = [r["epoch"] for r in rows]
+    ev = [r for r in rows if r.get("val_auroc") is not None]  # epochs that were validated (train.eval-every)
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.4))
     a.plot(ep, [r["train_loss"] for r in rows], label="train")
-    a.plot(ep, [r["val_loss"] for r in rows], label="val")
+    a.plot([r["epoch"] for r in ev], [r["val_loss"] for r in ev], label="val")
     a.set(xlabel="epoch", ylabel="loss", title="loss")
     a.legend()
-    b.plot(ep, [r["val_auroc"] for r in rows], label="val (selects the model)")
-    b.plot(ep, [r["test_auroc"] for r in rows], ls="--", label="test (reported only)")
+    b.plot([r["epoch"] for r in ev], [r["val_auroc"] for r in ev], label="val (selects the model)")
+    b.plot([r["epoch"] for r in ev], [r["test_auroc"] for r in ev], ls="--", label="test (reported only)")
     b.set(xlabel="epoch", ylabel="AUROC", title="AUROC")
     b.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_crossgen(
@@ -200,7 +194,7 @@ def plot_crossgen(
         title="leave one generator out",
     )
     b.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_robustness(result: dict, path: Path | str) -> Path:
@@ -223,4 +217,4 @@ def plot_robustness(result: dict, path: Path | str) -> Path:
     )
     ax.set(ylabel="test AUROC", ylim=(0.4, 1.0), title="robustness to distortions")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)

@@ -1,4 +1,4 @@
-"""Which store rows a detector trains on, selects on and is tested on.
+"""Which store rows a detector trains on, selects on and is tested on (every trainer uses this).
 
 ``train.train-sources`` pick the fakes of train and val (reals always included),
 ``train.test-sources`` those of test; ``train.label-frac`` keeps a seeded, per-source

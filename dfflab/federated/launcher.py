@@ -1,4 +1,4 @@
-"""Launch federated runs: ``flwr run .`` as a subprocess, and the local-only baseline.
+"""Launch a federated run: ``flwr run .`` as a subprocess, and stop what it started.
 
 :func:`run_federated` makes the run folder, writes the Flower run config
 (``flwr-run-config.toml``: the dfflab settings with absolute paths and ``run-dir``),
@@ -16,7 +16,6 @@ simulation, Ray) by process id when the run ends, fails or is interrupted.
 fresh virtual environment (``uv sync``: torch again) for each run.
 
     dfflab federated run --preset quick --set fl.strategy=fedprox
-    dfflab federated local-only --preset quick
 """
 
 from __future__ import annotations
@@ -38,7 +37,8 @@ from pathlib import Path
 from dfflab.config import ConfigError
 from dfflab.federated.config import check_names
 from dfflab.federated.runconfig import absolute_paths, declared_keys, to_run_config
-from dfflab.runs import Run, atomic_write_text
+from dfflab.files import atomic_write_text
+from dfflab.runs import Run, open_or_resume
 
 STAGE = "federated"
 # Lines of flwr's log stream worth echoing to the console (the whole stream goes to flower.log).
@@ -105,21 +105,21 @@ def stop_processes(pids: list[int], timeout: float = 15.0) -> list[int]:
                 pass
         deadline = time.time() + timeout
         while time.time() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if alive(p)]
             if not pids:
                 return []
             time.sleep(0.2)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         return not _zombie(Path(f"/proc/{pid}"))
     except OSError:
@@ -152,13 +152,14 @@ def flwr_command(app: Path, run_config: Path, cfg) -> list[str]:
 
 
 def run_federated(cfg, *, name: str | None = None, parent: str | None = None, note: str = "",
-                  progress: bool = True, resume: bool = True) -> Run:
+                  progress: bool = True, resume: bool = True, extra: dict | None = None) -> Run:
     """Run one federated training with Flower's simulation engine; returns its run folder.
 
     Args:
         cfg: the resolved config (``fl`` section plus the shared data/model/train).
         name: run name (default ``<strategy>-<partitioning>``).
         parent, note: recorded in config.json.
+        extra: further config.json fields (an evolution step's record, say).
         progress: echo the rounds and results to the console.
         resume: continue a crashed run of this name and settings from its ``last.pt``
             (the global model after its last finished round).
@@ -168,7 +169,7 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
             message holds the end of ``flower.log``.
     """
     name = name or f"{cfg.fl.strategy}-{cfg.fl.partitioning}"
-    cfg, run, rc_path = prepare_run(cfg, name, note, progress, parent=parent, resume=resume)
+    cfg, run, rc_path = prepare_run(cfg, name, note, progress, parent=parent, resume=resume, extra=extra)
     app = app_dir()
     cmd = flwr_command(app, rc_path, cfg)
     home = Path(tempfile.mkdtemp(prefix="dfflab-flwr-"))
@@ -177,7 +178,7 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
         with _term_as_interrupt():
             code = _stream(cmd, app, flwr_env(home, free_port()), run.path("flower.log"), progress)
     finally:  # flwr leaves its SuperLink running: stop everything that carries our FLWR_HOME
-        started = [{"pid": pid, "cmd": _cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(home))]
+        started = [{"pid": pid, "cmd": cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(home))]
         left = stop_processes([p["pid"] for p in started])
         shutil.rmtree(home, ignore_errors=True)
     wall = time.time() - t0
@@ -194,7 +195,7 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
 
 
 def prepare_run(cfg, name: str, note: str = "", progress: bool = True, *, parent: str | None = None,
-                resume: bool = False) -> tuple[object, Run, Path]:
+                resume: bool = False, extra: dict | None = None) -> tuple[object, Run, Path]:
     """(cfg with absolute paths, run folder, its ``flwr-run-config.toml``) of a Flower run.
 
     Prepares the store once, here, so the ServerApp and ClientApps find it ready, and
@@ -207,27 +208,13 @@ def prepare_run(cfg, name: str, note: str = "", progress: bool = True, *, parent
     check_names(cfg.fl)
     store = ensure_store(cfg, progress=progress)
     check_source_n(cfg, store)  # a bad N fails now, not inside Flower
-    run = _crashed_run(cfg, name) if resume else None
-    if run is not None and progress:
-        print(f"resuming {run.dir} from its last.pt")
-    run = run or Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
-                            fingerprint=store.fingerprint)
+    run, _ = open_or_resume(cfg, STAGE, name, fingerprint=store.fingerprint, parent=parent, note=note,
+                            resume=resume, extra=extra, quiet=not progress)
     rc = to_run_config(cfg, declared_keys(app_dir()), **{"run-dir": str(run.dir), "name": name, "note": note})
     import tomli_w  # ships with flwr
 
     atomic_write_text(run.path("flwr-run-config.toml"), tomli_w.dumps(rc))
     return cfg, run, run.path("flwr-run-config.toml")
-
-
-def _crashed_run(cfg, name: str) -> Run | None:
-    """The newest unfinished run of ``name`` with a last.pt and the same settings."""
-    from dfflab.runs import find_unfinished
-
-    found = find_unfinished(cfg.results, STAGE, name)
-    if found is None:
-        return None
-    theirs, mine = found.config, cfg.to_dict()
-    return found if all(theirs.get(k) == mine.get(k) for k in ("data", "model", "train", "fl")) else None
 
 
 @contextlib.contextmanager
@@ -265,84 +252,6 @@ def _stream(cmd: list[str], cwd: Path, env: dict, log: Path, progress: bool) -> 
 
 def _plain(line: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", line)
-
-
-# -- local-only baseline ----------------------------------------------------------------
-MEAN_KEYS = ("accuracy", "balanced_accuracy", "auroc", "ap", "eer", "f1", "precision", "recall", "loss")
-
-
-def run_local_only(cfg, *, name: str | None = None, parent: str | None = None, note: str = "",
-                   progress: bool = True) -> Run:
-    """Local-only baseline: each client trains alone on its partition, no communication.
-
-    Every client runs the federated client's recipe (:func:`task.local_train`) for
-    ``fl.rounds`` x ``fl.local-epochs`` epochs from the same initial model; after each
-    round-equivalent every client model is scored on the global test set (threshold on
-    the global val split), as the federated server scores its global model.
-    ``metrics.csv`` holds the mean over clients (the curves ``dfflab compare`` draws)
-    and each client's ``test_auroc_client<p>``; ``detector_client<p>.pt`` each model.
-    """
-    from tqdm import tqdm
-
-    from dfflab.data import ensure_store
-    from dfflab.federated import task
-    from dfflab.federated.partition import (
-        all_client_rows,
-        composition,
-        make_partitioner,
-        plot_partition,
-    )
-    from dfflab.models import save_detector
-
-    cfg = absolute_paths(copy.deepcopy(cfg))
-    store = ensure_store(cfg, progress=progress)
-    part = make_partitioner(store, cfg)
-    parts = all_client_rows(part)
-    name = name or f"local-only-{cfg.fl.partitioning}"
-    run = Run.create(cfg.results, STAGE, name, cfg.to_dict(), parent=parent, note=note,
-                     fingerprint=store.fingerprint)
-    plot_partition(part, run.path("partition.png"), f"{cfg.fl.partitioning} partition, N={len(parts)}")
-    device = task.device_for(cfg)
-    models = {p: task.initial_model(cfg, device)[0] for p in parts}
-    t0, samples = time.time(), 0
-    first = task.global_eval(models[0], store, cfg, device)  # all clients start from this model
-    run.log_metrics({"round": 0, "samples": 0, **task.eval_row(first), "seconds": 0.0})
-    for r in tqdm(range(1, cfg.fl.rounds + 1), desc=f"local-only {name}", disable=not progress):
-        evals = {}
-        for p, rows in parts.items():
-            samples += task.local_train(models[p], store, rows["train"], cfg, device, server_round=r,
-                                        partition_id=p)["images"]
-            evals[p] = task.global_eval(models[p], store, cfg, device)
-        row = {"round": r, "samples": samples, **_mean_rows([task.eval_row(e) for e in evals.values()]),
-               **{f"test_auroc_client{p}": e["test"]["auroc"] for p, e in evals.items()},
-               "seconds": round(time.time() - t0, 2)}
-        run.log_metrics(row)
-    for p, e in evals.items():
-        save_detector(run.path(f"detector_client{p}.pt"), models[p], cfg.model, store.image_size,
-                      threshold=e["threshold"], source_names=store.source_names, stage=STAGE,
-                      run=run.name, partition_id=p, train_sources=list(cfg.train.train_sources))
-    summary = {"test": _mean_metrics([e["test"] for e in evals.values()]),
-               "test_per_source": {s: _mean_metrics([e["test_per_source"][s] for e in evals.values()])
-                                   for s in first["test_per_source"]},
-               "clients": {str(p): {"test": e["test"], "test_per_source": e["test_per_source"],
-                                    "threshold": e["threshold"]} for p, e in evals.items()},
-               "strategy": "local-only", "partitioning": cfg.fl.partitioning, "num_partitions": len(parts),
-               "rounds": cfg.fl.rounds, "rounds_run": cfg.fl.rounds, "local_epochs": cfg.fl.local_epochs,
-               "samples": samples, "seconds": round(time.time() - t0, 2), "init": cfg.train.init,
-               "partition": composition(store, parts), "device": str(device)}
-    run.write_summary(summary)
-    if progress:
-        print(f"{name}: mean client test AUROC {summary['test']['auroc']:.4f}; run folder {run.dir}")
-    return run
-
-
-def _mean_metrics(ms: list[dict]) -> dict[str, float]:
-    return {k: sum(m[k] for m in ms) / len(ms) for k in MEAN_KEYS if all(k in m for m in ms)}
-
-
-def _mean_rows(rows: list[dict]) -> dict[str, float]:
-    keys = [k for k in rows[0] if all(k in r for r in rows)]
-    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
 
 
 def flower_log_tail(run, lines: int = 30) -> str:

@@ -16,12 +16,11 @@ them from the cells' folders without retraining.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import time
 
 from dfflab.config import set_value
-from dfflab.runs import Run, atomic_write_text
+from dfflab.files import atomic_write_text, markdown_table, write_csv
+from dfflab.runs import Run
 
 STAGE = "federated"
 STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
@@ -43,7 +42,7 @@ def setting_cfg(cfg, strategy: str, n: int, m: int, attack: str | None):
 def robustness(cfg, *, strategies=STRATEGIES, attacks=ATTACKS, settings=SETTINGS,
                progress: bool = True) -> Run:
     """Run every cell and write the table; returns the table's run folder."""
-    from dfflab.federated.run import run_federated
+    from dfflab.federated.launcher import run_federated
 
     table_run = Run.create(cfg.results, STAGE, "robustness", cfg.to_dict(),
                            note="clean vs attacked test AUROC per strategy")
@@ -81,11 +80,7 @@ def write_table(table_run: Run, attacks=ATTACKS, settings=SETTINGS) -> str:
              if r.record.get("parent") == table_run.name and r.finished]
     rows = [cell_row(r) for r in sorted(cells, key=lambda r: r.name)]
     rows.sort(key=lambda r: (r["n"], STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else 99))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(table_run.path("robustness.csv"), buf.getvalue())
+    write_csv(table_run.path("robustness.csv"), rows)
     md = markdown(rows, attacks, settings)
     atomic_write_text(table_run.path("robustness.md"), md + "\n")
     if not table_run.finished:
@@ -103,11 +98,11 @@ def markdown(rows: list[dict], attacks=ATTACKS, settings=SETTINGS) -> str:
     """One line per strategy: clean and attacked test AUROC for each setting."""
     cols = [(n, m, a) for n, m in settings for a in ("clean", *attacks)]
     head = ["strategy", *[f"{a} {m}/{n}" if a != "clean" else f"clean N={n}" for n, m, a in cols]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         cells = []
         for n, _, a in cols:
             hit = [r for r in rows if r["strategy"] == strategy and r["n"] == n and r["attack"] == a]
             cells.append(f"{hit[0]['test_auroc']:.3f}" if hit else "")
-        lines.append("| " + " | ".join([strategy, *cells]) + " |")
-    return "\n".join(lines)
+        body.append([strategy, *cells])
+    return markdown_table(head, body).rstrip("\n")

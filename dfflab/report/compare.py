@@ -15,12 +15,11 @@ to ``<results>/compare/`` (or ``--out``):
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
-from dfflab.runs import Run, atomic_write_text
+from dfflab.files import atomic_write_text, markdown_table, pyplot, save_figure, write_csv
+from dfflab.runs import Run
 
 
 def resolve_runs(names: list[str], results: Path | str) -> list[Run]:
@@ -78,11 +77,7 @@ def table(runs: list[Run]) -> list[dict]:
 
 
 def plot_curves(runs: list[Run], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
         n = train_images(run)
@@ -95,18 +90,13 @@ def plot_curves(runs: list[Run], path: Path) -> None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_per_source(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = pyplot()
     sources = [k.removeprefix("test_auroc_") for k in rows[0] if k.startswith("test_auroc_")]
     width = 0.8 / max(1, len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 2 + 1.5 * len(sources)), 4))
@@ -117,17 +107,12 @@ def plot_per_source(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("final test AUROC")
     ax.set_ylim(0.4, 1.0)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(rows: list[dict]) -> str:
     cols = [c for c in rows[0] if c != "folder"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(cols, [[r.get(c) for c in cols] for r in rows], cell=_fmt)
 
 
 def _fmt(v) -> str:
@@ -149,12 +134,5 @@ def compare(runs: list[Run], out: Path | str) -> Path:
     plot_curves(runs, out / "compare.png")
     plot_per_source(rows, out / "compare_per_source.png")
     atomic_write_text(out / "compare.md", markdown(rows))
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, restval="")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "compare.csv", buf.getvalue())
+    write_csv(out / "compare.csv", rows)
     return out

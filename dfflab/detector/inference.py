@@ -1,4 +1,4 @@
-"""``dfflab detect``: score image files with a trained detector.
+"""Inference for ``dfflab detect``: score image files with any trained detector.
 
     dfflab detect photo.jpg folder/ --checkpoint results/runs/<run>/detector.pt --out scores.csv
 
@@ -12,15 +12,15 @@ decisions are still the ones chosen on validation. Unreadable files get an ``err
 on stderr; they never stop the others.
 
 ``--uq temperature|mc-dropout`` adds an ``uncertainty`` column (predictive entropy in
-bits, :mod:`dfflab.uq.detect`); ``--abstain`` marks images above the abstain threshold
+bits, :func:`detect_uncertainty`); ``--abstain`` marks images above the abstain threshold
 ``uncertain`` instead of forcing a label (the threshold `dfflab uq evaluate` fitted on
-validation, or ``--abstain-entropy``).
+validation and stored in the checkpoint, or ``--abstain-entropy``). Any detector
+checkpoint works: centralized, federated (global or client model), crossgen fold,
+ensemble member.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import sys
 from dataclasses import dataclass
@@ -28,8 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from dfflab.data.layout import IMAGE_SUFFIXES
+from dfflab.files import csv_text
+from dfflab.metrics import binary_entropy
+
+DETECT_METHODS = ("temperature", "mc-dropout")
+DEFAULT_ABSTAIN_ENTROPY = 0.9  # bits: abstains when 0.32 < p(fake) < 0.68, used before any fit
 
 
 @dataclass
@@ -99,12 +105,6 @@ def detect(
     thr = calibrated_threshold(float(ckpt.get("threshold", 0.5)), temp)
     uq = uq or ("temperature" if abstain else None)
     if uq:
-        from dfflab.uq.detect import (
-            abstain_threshold,
-            decision_threshold,
-            detect_uncertainty,
-        )
-
         thr = decision_threshold(ckpt, uq)
         cut = (
             abstain_entropy
@@ -164,20 +164,10 @@ def calibrated_threshold(threshold: float, temperature: float) -> float:
 
 
 def to_csv(dets: list[Detection]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "p_fake", "decision", "error", "uncertainty"])
-    for d in dets:
-        w.writerow(
-            [
-                d.path,
-                "" if d.p_fake is None else f"{d.p_fake:.6f}",
-                d.decision,
-                d.error,
-                "" if d.uncertainty is None else f"{d.uncertainty:.6f}",
-            ]
-        )
-    return buf.getvalue()
+    """``path,p_fake,decision,error,uncertainty``, one row per file (blank where there is no score)."""
+    rows = [{"path": d.path, "p_fake": "" if d.p_fake is None else f"{d.p_fake:.6f}", "decision": d.decision,
+             "error": d.error, "uncertainty": "" if d.uncertainty is None else f"{d.uncertainty:.6f}"} for d in dets]
+    return csv_text(rows, ["path", "p_fake", "decision", "error", "uncertainty"])
 
 
 def table(dets: list[Detection], threshold: float, limit: int = 50) -> str:
@@ -207,3 +197,80 @@ def report_errors(dets: list[Detection]) -> None:
     for d in dets:
         if d.decision == "error":
             print(f"dfflab detect: skipped {d.path}: {d.error}", file=sys.stderr)
+
+
+# -- uncertainty and abstaining ------------------------------------------------------------
+@torch.no_grad()
+def detect_uncertainty(model: nn.Module, ckpt: dict, x: torch.Tensor, method: str = "temperature",
+                       passes: int | None = None, score: str = "entropy") -> tuple[torch.Tensor, torch.Tensor]:
+    """(p(fake), uncertainty), each (B,), for a float image batch ``x`` (B, 3, S, S) in [0, 1].
+
+    Args:
+        model: the detector, on ``x``'s device.
+        ckpt: its checkpoint dict (``temperature``, and ``uq`` once evaluated).
+        method: ``temperature`` (one pass, logits / T) or ``mc-dropout`` (``passes``
+            stochastic passes, default the checkpoint's fitted ``uq.mc_samples`` or 20).
+        score: ``entropy`` (predictive entropy, bits) or, with mc-dropout,
+            ``mutual-info`` (its epistemic part).
+    """
+    if method not in DETECT_METHODS:
+        raise ValueError(f"unknown detect uncertainty method '{method}' (known: {', '.join(DETECT_METHODS)})")
+    if score not in ("entropy", "mutual-info") or (score == "mutual-info" and method != "mc-dropout"):
+        raise ValueError(f"score '{score}' needs method mc-dropout (entropy works with both)")
+    was_training = model.training
+    model.eval()
+    try:
+        if method == "temperature":
+            p = torch.sigmoid(model(x).float() / float(ckpt.get("temperature", 1.0)))
+            return p, binary_entropy(p)
+        t = passes or int(ckpt.get("uq", {}).get("mc_samples", 20))
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.train()
+        member = torch.sigmoid(torch.stack([model(x).float() for _ in range(t)]))  # (T, B)
+        p = member.mean(0)
+        h = binary_entropy(p)
+        if score == "entropy":
+            return p, h
+        return p, (h - binary_entropy(member).mean(0)).clamp(min=0)
+    finally:
+        model.train(was_training)
+
+
+def should_abstain(uncertainty: torch.Tensor, threshold: float) -> torch.Tensor:
+    """True where the image is too uncertain to label (uncertainty above ``threshold``)."""
+    return uncertainty > threshold
+
+
+def decision_threshold(ckpt: dict, method: str = "temperature") -> float:
+    """The p(fake) threshold on the scale :func:`detect_uncertainty` returns.
+
+    The checkpoint's threshold was chosen on uncalibrated validation scores;
+    temperature scaling maps it monotonically (the decisions stay the same). For
+    mc-dropout, the threshold `uq evaluate` chose on validation, if fitted.
+    """
+    thr = float(ckpt.get("threshold", 0.5))
+    if method == "mc-dropout":
+        return float(ckpt.get("uq", {}).get("thresholds", {}).get("mc-dropout", thr))
+    return calibrated_threshold(thr, float(ckpt.get("temperature", 1.0)))
+
+
+def abstain_threshold(ckpt: dict, method: str = "temperature", ucfg=None, score: str = "entropy") -> float:
+    """The uncertainty (bits) above which ``detect --abstain`` abstains.
+
+    For entropy: ``uq.abstain-entropy`` if set (> 0), else the threshold `uq evaluate`
+    fitted on validation for ``uq.coverage``, else :data:`DEFAULT_ABSTAIN_ENTROPY`.
+    For mutual-info only the fitted threshold exists.
+
+    Raises:
+        ValueError: mutual-info asked for but never fitted for this checkpoint.
+    """
+    key = score.replace("-", "_")
+    if key == "entropy" and ucfg is not None and ucfg.abstain_entropy > 0:
+        return float(ucfg.abstain_entropy)
+    fitted = ckpt.get("uq", {}).get("abstain", {}).get(method, {})
+    if key in fitted:
+        return float(fitted[key])
+    if key == "entropy":
+        return DEFAULT_ABSTAIN_ENTROPY
+    raise ValueError(f"no {score} abstain threshold in this checkpoint: run `dfflab uq evaluate` on its run first")
