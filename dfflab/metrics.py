@@ -1,4 +1,4 @@
-"""Detection metrics (torchmetrics), overall and per fake source, and the threshold rule.
+"""Detection metrics (torchmetrics), overall and per fake source, the threshold rule, entropy.
 
 All functions take p(fake) scores and 0/1 labels as 1-D tensors. Per-source metrics
 score each fake source's images against all reals of the same set, which is how the
@@ -8,16 +8,6 @@ DFF paper reports its per-generator AUROCs.
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.classification import (
-    binary_accuracy,
-    binary_auroc,
-    binary_average_precision,
-    binary_confusion_matrix,
-    binary_f1_score,
-    binary_precision,
-    binary_recall,
-    binary_roc,
-)
 
 
 def eer(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -25,6 +15,8 @@ def eer(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
     Linear interpolation between the two ROC points that bracket the crossing.
     """
+    from torchmetrics.functional.classification import binary_roc
+
     fpr, tpr, _ = binary_roc(scores, labels.long())
     fnr = 1 - tpr
     diff = fpr - fnr  # increasing from <= 0 to >= 0 along the ROC
@@ -42,6 +34,18 @@ def binary_metrics(scores: torch.Tensor, labels: torch.Tensor, threshold: float 
     AUROC, AP and EER are threshold-free; the others use ``threshold`` on p(fake).
     With a single class present the ranking metrics are NaN.
     """
+    # imported here: torchmetrics (with torchvision and torch._dynamo) costs seconds, paid only by
+    # processes that score (not by a Flower client that only trains)
+    from torchmetrics.functional.classification import (
+        binary_accuracy,
+        binary_auroc,
+        binary_average_precision,
+        binary_confusion_matrix,
+        binary_f1_score,
+        binary_precision,
+        binary_recall,
+    )
+
     scores, labels = scores.float().cpu(), labels.long().cpu()
     cm = binary_confusion_matrix(scores, labels, threshold=threshold)  # [[tn, fp], [fn, tp]]
     tn, fp, fn, tp = (int(v) for v in cm.flatten())
@@ -87,6 +91,8 @@ def choose_threshold(scores: torch.Tensor, labels: torch.Tensor) -> float:
     Computed in float64: float32 would tie the near-0.5 p(fake) of a large temperature,
     so temperature scaling could move the decisions; float32 scores convert exactly.
     """
+    from torchmetrics.functional.classification import binary_roc
+
     if labels.min() == labels.max():
         return 0.5
     fpr, tpr, thr = binary_roc(scores.double().cpu(), labels.long().cpu())

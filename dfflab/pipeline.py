@@ -230,6 +230,13 @@ def stage_label_efficiency(p: Pipeline) -> dict:
 
 
 def stage_federated(p: Pipeline) -> dict:
+    from dfflab.federated.launcher import flower_session
+
+    with flower_session():  # one SuperLink for every Flower run of the stage
+        return _federated_runs(p)
+
+
+def _federated_runs(p: Pipeline) -> dict:
     from dfflab.federated.launcher import run_federated
     from dfflab.federated.local_only import run_local_only
     from dfflab.federated.search import run_search

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from dfflab.config import load_config
 from dfflab.models import BACKBONES, build_backbone, build_detector, load_backbone_weights
@@ -84,3 +85,21 @@ def test_odd_batches_train_with_two_threads():
             "print('trained')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "trained" in out.stdout, out.stderr[-2000:]
+
+
+def test_basic_block_is_torchvisions():
+    """The local BasicBlock (no torchvision import in Flower clients) is torchvision's, weight for weight."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBlock
+
+    from dfflab.models.backbones import BasicBlock
+
+    for stride, c_out in ((1, 8), (2, 16)):
+        blocks = []
+        for cls in (TorchvisionBlock, BasicBlock):
+            torch.manual_seed(0)
+            down = nn.Sequential(nn.Conv2d(8, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)) if stride > 1 else None
+            blocks.append(cls(8, c_out, stride, down))
+        a, b = (blk.state_dict() for blk in blocks)
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+        x = torch.randn(3, 8, 8, 8)
+        assert torch.allclose(blocks[0](x), blocks[1](x))

@@ -42,20 +42,21 @@ def setting_cfg(cfg, strategy: str, n: int, m: int, attack: str | None):
 def robustness(cfg, *, strategies=STRATEGIES, attacks=ATTACKS, settings=SETTINGS,
                progress: bool = True) -> Run:
     """Run every cell and write the table; returns the table's run folder."""
-    from dfflab.federated.launcher import run_federated
+    from dfflab.federated.launcher import flower_session, run_federated
 
     table_run = Run.create(cfg.results, STAGE, "robustness", cfg.to_dict(),
                            note="clean vs attacked test AUROC per strategy")
     t0 = time.time()
-    for n, m in settings:
-        for strategy in strategies:
-            for attack in (None, *attacks):
-                label = attack or "clean"
-                run = run_federated(setting_cfg(cfg, strategy, n, m, attack), progress=False, resume=False,
-                                    name=f"rob-{strategy}-{label}-{m}of{n}", parent=table_run.name)
-                if progress:
-                    print(f"{m} of {n} {strategy:14s} {label:10s} test AUROC "
-                          f"{run.summary()['test']['auroc']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+    with flower_session():  # one SuperLink for every cell
+        for n, m in settings:
+            for strategy in strategies:
+                for attack in (None, *attacks):
+                    label = attack or "clean"
+                    run = run_federated(setting_cfg(cfg, strategy, n, m, attack), progress=False, resume=False,
+                                        name=f"rob-{strategy}-{label}-{m}of{n}", parent=table_run.name)
+                    if progress:
+                        print(f"{m} of {n} {strategy:14s} {label:10s} test AUROC "
+                              f"{run.summary()['test']['auroc']:.4f} ({time.time() - t0:.0f} s)", flush=True)
     md = write_table(table_run, attacks, settings)
     if progress:
         print(md)

@@ -116,13 +116,15 @@ def cmd_local_only(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
     from dfflab.data import ensure_store
+    from dfflab.federated.launcher import flower_session
     from dfflab.federated.search import run_search
     from dfflab.runs import find_run
 
     cfg = config_from_args(args)
     store = ensure_store(cfg, progress=not args.quiet)
     central = find_run(cfg.results, "centralized", name="scratch", fingerprint=store.fingerprint)
-    out = run_search(cfg, store=store, central=central, progress=not args.quiet)
+    with flower_session():
+        out = run_search(cfg, store=store, central=central, progress=not args.quiet)
     print(f"accepted recipe: {out['recipe'] or 'the base recipe'} (best step {out['best']})")
     return 0
 

@@ -12,6 +12,12 @@ people on one machine don't meet. flwr 1.42's ``flwr run`` always talks to a
 SuperLink and starts a local one for a simulation, which keeps running afterwards;
 this module stops every process that carries its ``FLWR_HOME`` (SuperLink, SuperExec,
 simulation, Ray) by process id when the run ends, fails or is interrupted.
+
+Several runs can share one SuperLink (:func:`flower_session`: the pipeline's federated
+stage, a recipe search, the robustness table): a ``flwr run`` that finds the session's
+SuperLink healthy on its port submits to it instead of starting one, which saves the
+SuperLink and SuperExec start-up of every run after the first; everything stops when the
+session ends.
 ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` keeps the SuperLink from building a
 fresh virtual environment (``uv sync``: torch again) for each run.
 
@@ -151,6 +157,38 @@ def flwr_command(app: Path, run_config: Path, cfg) -> list[str]:
     return [flwr, "run", str(app), "--stream", "--run-config", str(run_config), "--federation-config", fed]
 
 
+class FlowerSession:
+    """A private ``FLWR_HOME`` and SuperLink port that several ``flwr run`` calls share."""
+
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="dfflab-flwr-"))
+        self.env = flwr_env(self.home, free_port())
+        self.runs = 0
+
+    def close(self) -> dict:
+        """Stop every process that carries this session's FLWR_HOME; returns what was stopped and left."""
+        started = [{"pid": pid, "cmd": cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(self.home))]
+        left = stop_processes([p["pid"] for p in started])
+        shutil.rmtree(self.home, ignore_errors=True)
+        return {"stopped": started, "still_running": left}
+
+
+_ACTIVE: list[FlowerSession] = []  # the innermost open flower_session(), used by run_federated
+
+
+@contextlib.contextmanager
+def flower_session():
+    """Run every :func:`run_federated` inside the block against one SuperLink; stop it at the end."""
+    session = FlowerSession()
+    _ACTIVE.append(session)
+    try:
+        with _term_as_interrupt():
+            yield session
+    finally:
+        _ACTIVE.remove(session)
+        session.close()
+
+
 def run_federated(cfg, *, name: str | None = None, parent: str | None = None, note: str = "",
                   progress: bool = True, resume: bool = True, extra: dict | None = None) -> Run:
     """Run one federated training with Flower's simulation engine; returns its run folder.
@@ -172,18 +210,22 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
     cfg, run, rc_path = prepare_run(cfg, name, note, progress, parent=parent, resume=resume, extra=extra)
     app = app_dir()
     cmd = flwr_command(app, rc_path, cfg)
-    home = Path(tempfile.mkdtemp(prefix="dfflab-flwr-"))
+    shared = _ACTIVE[-1] if _ACTIVE else None
+    session = shared or FlowerSession()
+    reused = session.runs > 0
+    session.runs += 1
     t0 = time.time()
+    ended: dict = {}
     try:
         with _term_as_interrupt():
-            code = _stream(cmd, app, flwr_env(home, free_port()), run.path("flower.log"), progress)
-    finally:  # flwr leaves its SuperLink running: stop everything that carries our FLWR_HOME
-        started = [{"pid": pid, "cmd": cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(home))]
-        left = stop_processes([p["pid"] for p in started])
-        shutil.rmtree(home, ignore_errors=True)
+            code = _stream(cmd, app, session.env, run.path("flower.log"), progress)
+    finally:  # flwr leaves its SuperLink running: a run of its own stops everything it started
+        if shared is None:
+            ended = session.close()
     wall = time.time() - t0
     run.update_record(flower={"command": cmd, "returncode": code, "wall_seconds": round(wall, 2),
-                              "flwr_home": str(home), "stopped": started, "still_running": left})
+                              "flwr_home": str(session.home), "shared_superlink": shared is not None,
+                              "superlink_reused": reused, **ended})
     if not run.finished:
         raise RuntimeError(f"federated run {run.dir} ended without summary.json (flwr exit code {code}); "
                            f"end of {run.path('flower.log')}:\n{flower_log_tail(run)}")

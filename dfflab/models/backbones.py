@@ -13,11 +13,31 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
-from torchvision.models.resnet import BasicBlock
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (He et al. 2016), the same modules, names and order as torchvision's
+    ``BasicBlock``: defined here because importing torchvision costs every process (each Flower
+    client) seconds, and resnet-narrow needs nothing else of it."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
 def _tv_resnet18(small_stem: bool) -> nn.Module:
+    from torchvision.models import resnet18
+
     net = resnet18(weights=None)
     if small_stem:
         net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
