@@ -46,7 +46,7 @@ def header(ctx: Context) -> list[str]:
               f"`{ctx.results / 'runs'}` (code at commit `{git_commit()}`). Rebuild with "
               "`dfflab report --results DIR`; regenerate everything with `dfflab pipeline --preset quick`.", "",
               "Contents: 1. Models and training strategy · 2. Experimental setup · 3. Results · "
-              "4. Discussion and conclusions · 5. Pipeline timings.", ""]
+              "4. Discussion and conclusions" + (" · 5. Pipeline timings." if ctx.state.get("stages") else "."), ""]
     return lines
 
 

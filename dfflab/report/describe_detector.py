@@ -149,8 +149,12 @@ def detector_section(ctx: Context) -> list[str]:
     base = ctx.baseline()[0]
     model_cfg = base.summary.get("model") or base.config.get("model")
     size = int(get(base.config, "data.image_size", 64))
-    if model_cfg:
-        arch = architecture(model_cfg, size)
+    try:
+        arch = architecture(model_cfg, size) if model_cfg else None
+    except (TypeError, ValueError) as e:  # settings of an older model registry: say so, don't crash
+        arch = None
+        lines += [f"The model of {base.link} ({model_cfg}) could not be rebuilt here: {e}.", ""]
+    if arch:
         lines += [f"A `{model_cfg.get('backbone')}` backbone (width {model_cfg.get('width')}) with a dropout and a "
                   f"linear head giving one real-vs-fake logit; input {size}×{size} RGB (the store's centre-cropped, "
                   f"resized images scaled to [0, 1]). {arch['params']:,} parameters ({arch['backbone_params']:,} in "

@@ -101,7 +101,10 @@ def federated_section(ctx: Context) -> list[str]:
                     "rounds × local epochs", "local batch", "client AdamW state", "seeds", "run folder"], rows)
     for name, r in strategies.items():
         model_cfg = r.summary.get("model") or r.config.get("model")
-        counts = shared_counts(model_cfg, name) if model_cfg else None
+        try:
+            counts = shared_counts(model_cfg, name) if model_cfg else None
+        except (TypeError, ValueError):  # an older model registry's settings: no counts
+            counts = None
         lines.append(f"- **{name}**: {strategy_text(name)}"
                      + (f" Each round a client sends all {counts['total']:,} model values and keeps "
                         f"{counts['local_what']}" + (f" ({counts['local']:,} values)" if counts["local"] else "")

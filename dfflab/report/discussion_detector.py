@@ -44,8 +44,7 @@ def measurements(ctx: Context, c: Claims) -> None:
         a, r = g[0], ref[0]
         budget = ""
         if a.stage == "federated" and r.stage == "centralized":
-            budget = (f" after {fmt(epochs_per_client(a))} epochs per client and {fmt(local_steps(a))} sequential "
-                      f"steps against {fmt(r.summary.get('epochs_run'))} epochs and {fmt(r.summary.get('steps'))} steps")
+            budget = budget_words(a, r)
         c.say(f"`{a.name}` ({a.stage}) reaches test AUROC {_side(ctx, comp, 'a')} against `{r.name}`'s "
               f"{_side(ctx, comp, 'b')}{budget}; {compared(comp)}", a, r)
     for g in ctx.groups("federated"):
@@ -54,6 +53,16 @@ def measurements(ctx: Context, c: Claims) -> None:
         local_only(c, g[0])
     search(ctx, c)
     label_efficiency(ctx, c)
+
+
+def budget_words(fed: RunInfo, central: RunInfo) -> str:
+    """`` at equal epochs per client (E) and S against S' sequential steps`` (or unequal epochs)."""
+    e, s = epochs_per_client(fed), local_steps(fed)
+    ce, cs = central.summary.get("epochs_run"), central.summary.get("steps")
+    steps = "equal sequential steps" if s == cs else f"{fmt(s)} against {fmt(cs)} sequential steps"
+    if e is not None and ce is not None and float(e) == float(ce):
+        return f" at equal epochs per client ({fmt(e)}) and {steps}"
+    return f" after {fmt(e)} epochs per client against {fmt(ce)} epochs, and {steps}"
 
 
 def _side(ctx: Context, comp: dict, side: str) -> str:

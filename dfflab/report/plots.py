@@ -44,8 +44,10 @@ def curves(runs: list[RunInfo], path: Path) -> Path | None:
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test AUROC")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    return save_figure(fig, path, dpi=110)
+    handles, labels = axes[0].get_legend_handles_labels()
+    # below the panels (bbox_inches="tight" makes room), so it hides no curve
+    fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=min(5, len(labels)), bbox_to_anchor=(0.5, 0.0))
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def per_source_bars(runs: list[RunInfo], path: Path) -> Path | None:
