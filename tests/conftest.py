@@ -106,3 +106,64 @@ def client_ctx(pid, n=3):
     """The Context of client ``pid`` of ``n`` (a fresh state)."""
     return Context(run_id=1, node_id=pid + 1, node_config={"partition-id": pid, "num-partitions": n},
                    state=RecordDict(), run_config={})
+
+
+# -- report helpers ---------------------------------------------------------------------------
+def discussion_sentences(report: str) -> list[str]:
+    """The bullets of REPORT.md's discussion (section 4), links and code spans removed."""
+    import re
+
+    body = report.split("## 4. Discussion and conclusions", 1)[1].split("\n## ", 1)[0]
+    bullets = [ln[2:] for ln in body.splitlines() if ln.startswith("- ")]
+    return [re.sub(r"`[^`]*`", "", re.sub(r"\[[^\]]*\]\([^)]*\)", "", b)) for b in bullets]
+
+
+def run_folder_numbers(results: Path) -> set[float]:
+    """Every number in the run folders: JSON and CSV values, and the paired differences (with
+    their intervals and both sides) of every two runs scored on the same test rows, computed
+    here from their test_scores.npz with the bootstrap settings the report states."""
+    import csv
+
+    from dfflab.detector.scoring import load_scored
+    from dfflab.evidence import paired_difference
+    from dfflab.report.context import PAIRED_SEED
+
+    nums: set[float] = set()
+
+    def walk(v):
+        if isinstance(v, bool):
+            return
+        if isinstance(v, int | float):
+            nums.add(float(v))
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    for f in results.glob("runs/*/*.json"):
+        walk(json.loads(f.read_text()))
+    for f in results.glob("runs/*/*.csv"):
+        for row in csv.DictReader(f.open()):
+            for v in row.values():
+                try:
+                    nums.add(float(v))
+                except (TypeError, ValueError):
+                    pass
+    scored = {f.parent.name: load_scored(f) for f in results.glob("runs/*/test_scores.npz")}
+    boot = {d: json.loads((results / "runs" / d / "config.json").read_text())["config"].get("train", {})
+            .get("bootstrap", 1000) for d in scored}
+    for a, sa in scored.items():
+        for b, sb in scored.items():
+            if a != b and np.array_equal(sa.rows, sb.rows):
+                comp = paired_difference(sa, sb, "auroc", max(200, min(boot[a], boot[b])), PAIRED_SEED)
+                nums.update([comp["diff"], comp["a"], comp["b"], *comp["ci"]])
+    return nums
+
+
+def cited(token: str, nums: set[float]) -> bool:
+    """Whether a number as written (``+0.012``, ``0.528``, ``123.4``) is one of ``nums`` at its precision."""
+    token = token.lstrip("+")
+    digits = len(token.split(".")[1]) if "." in token else 0
+    return any(f"{v:.{digits}f}" == token for v in nums)

@@ -65,10 +65,11 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
     matched = results / "runs" / ev["fooling_matched"]["detector_run"]  # trained for the fooling rate
     assert json.loads((matched / "config.json").read_text())["parent"] == gen["detector-eval"].name
     report = (results / "REPORT.md").read_text()
-    for heading in ("## 1. Dataset and splits", "## 2. Setup", "## 3. Centralized vs federated",
-                    "## 4. Per-source", "## 5. Robustness and shortcut audit", "## 6. Self-supervised",
-                    "## 7. Uncertainty", "## 8. Conditional GAN", "### Against the detector",
-                    "## 9. How the models evolved", "## 10. Pipeline timings"):
+    for heading in ("## 1. Models and training strategy", "## 2. Experimental setup", "### 2.1 Data and splits",
+                    "## 3. Results", "### 3.2 Centralized vs federated", "### 3.4 Per-source",
+                    "### 3.5 Robustness and shortcut audit", "### 3.6 Self-supervised", "### 3.7 Uncertainty",
+                    "### 3.8 Conditional GAN", "#### Against the detector", "### 3.9 How the models evolved",
+                    "## 4. Discussion and conclusions", "## 5. Pipeline timings"):
         assert heading in report, heading
     assert "SynthDFF numbers, not DFF numbers" in report
     assert "Against a detector trained on images resampled through" in report
@@ -77,6 +78,25 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
     for png in ("central_vs_federated.png", "robustness.png", "label_efficiency.png", "evolution.png",
                 "gan_samples.png"):
         assert (results / "plots" / png).is_file(), png
+
+
+def test_report_rebuilds_from_the_run_folders_and_its_discussion_cites_them(finished):
+    import re
+
+    from conftest import cited, discussion_sentences, run_folder_numbers
+
+    from dfflab.cli import main
+
+    cfg, results, only = finished
+    (results / "REPORT.md").unlink()
+    assert main(["report", "--results", str(results)]) == 0
+    report = (results / "REPORT.md").read_text()
+    nums = run_folder_numbers(results)
+    sentences = discussion_sentences(report)
+    assert len(sentences) >= 10
+    for s in sentences:
+        tokens = re.findall(r"[-+]?\d+\.\d+", s)
+        assert tokens and all(cited(t, nums) for t in tokens), s
 
 
 def test_finished_stages_are_skipped_and_failures_reported(finished, monkeypatch, capsys):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dfflab.runs import Run, list_runs, read_json
+from dfflab.runs import Run, is_side_run, list_runs, read_json
 
 
 @dataclass
@@ -39,19 +39,50 @@ class RunInfo:
     def note(self) -> str:
         return self.record.get("note", "")
 
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.record.get("config") or {}
+
+    @property
+    def seed(self) -> int:
+        return int(get(self.config, "train.seed", 0) or 0)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.record.get("dataset_fingerprint") or ""
+
+    @property
+    def evolution(self) -> dict[str, Any]:
+        return self.record.get("evolution") or {}
+
+    @property
+    def side(self) -> bool:
+        """A cell of another experiment (crossgen fold, label-efficiency cell, ...), not a model of its own."""
+        return is_side_run(self.name)
+
+    @property
+    def link(self) -> str:
+        """A Markdown link to the run folder, relative to REPORT.md."""
+        return f"[{self.folder}](runs/{self.folder})"
+
     def file(self, name: str) -> Path:
         return self.run.path(name)
 
+    def last(self, key: str) -> Any:
+        """The last metrics.csv value of ``key`` (None when no row has it)."""
+        vals = [r[key] for r in self.rows if r.get(key) is not None]
+        return vals[-1] if vals else None
+
 
 def collect(results: Path | str) -> dict[str, list[RunInfo]]:
-    """``{stage: [RunInfo, ...]}`` of finished runs, oldest first, newest per (stage, name) only."""
-    latest: dict[tuple[str, str], RunInfo] = {}
+    """``{stage: [RunInfo, ...]}`` of finished runs, oldest first; of the runs sharing a stage, name and
+    seed only the newest (a rerun replaces its earlier run; other seeds are replicates and stay)."""
+    latest: dict[tuple[str, str, int], RunInfo] = {}
     for run in list_runs(results):
         if not run.finished:
             continue
-        rec = run.record
-        info = RunInfo(run, rec, run.summary(), run.metrics())
-        latest[(info.stage, info.name)] = info  # list_runs is oldest first: later wins
+        info = RunInfo(run, run.record, run.summary(), run.metrics())
+        latest[(info.stage, info.name, info.seed)] = info  # list_runs is oldest first: later wins
     out: dict[str, list[RunInfo]] = {}
     for info in sorted(latest.values(), key=lambda i: i.folder):
         out.setdefault(info.stage, []).append(info)
@@ -72,12 +103,19 @@ def get(d: Any, path: str, default: Any = None) -> Any:
 
 
 def fmt(v: Any, digits: int = 3) -> str:
+    """A table cell: floats with ``digits`` decimals (one above 100), None and NaN as '–'."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.{digits}f}"
     return str(v)
 
 
-def read_optional_json(path: Path) -> dict | None:
-    return read_json(path) if path.is_file() else None
+def read_optional_json(path: Path) -> Any:
+    """The JSON at ``path``, or None when there is no such file or it is not valid JSON."""
+    try:
+        return read_json(path) if Path(path).is_file() else None
+    except ValueError:
+        return None

@@ -3,12 +3,14 @@
 Reads only run folders (``metrics.csv``, ``summary.json``, ``config.json``) and writes
 to ``<results>/compare/`` (or ``--out``):
 
-* ``compare.png``             test accuracy and test AUROC against samples processed,
-                              in epochs-equivalent (training images seen / training-set
-                              size), one line per run;
+* ``compare.png``             test AUROC against samples processed in epochs-equivalent
+                              (training images seen / training-set size), against
+                              sequential optimizer steps and against epochs per client,
+                              one line per run;
 * ``compare_per_source.png``  final test AUROC per fake source, one bar per run;
-* ``compare.md``, ``compare.csv``  the table: final metrics, per-source AUROC, epochs-
-                              equivalent and wall time.
+* ``compare.md``, ``compare.csv``  the table: final metrics with their 95% intervals,
+                              per-source AUROC, epochs-equivalent, sequential steps,
+                              epochs per client and wall time.
 
     dfflab compare results/runs/*-centralized-scratch results/runs/*-federated-*
 """
@@ -59,37 +61,57 @@ def wall_seconds(run: Run) -> float:
     return float(flower.get("wall_seconds") or s.get("seconds") or math.nan)
 
 
+def epochs_per_client(run: Run, row: dict) -> float | None:
+    """Epochs each client (or the one centralized trainer) had trained at a metrics row."""
+    if row.get("epochs_per_client") is not None:
+        return row["epochs_per_client"]
+    if row.get("epoch") is not None:
+        return row["epoch"]
+    if row.get("round") is not None:  # local-only: rounds x local epochs
+        return row["round"] * int(run.config.get("fl", {}).get("local_epochs", 1))
+    return None
+
+
 def table(runs: list[Run]) -> list[dict]:
-    """One row per run: final test metrics, per-source AUROC, epochs-equivalent, seconds."""
+    """One row per run: final test metrics (with intervals), per-source AUROC, epochs-equivalent,
+    sequential steps, epochs per client, seconds."""
     out = []
     for run in runs:
         s = run.summary()
         rows = run.metrics()
         test = s.get("test", {})
+        ci = test.get("auroc_ci") or [None, None]
         row = {"run": label(run), "folder": run.name,
                "test_accuracy": test.get("accuracy"), "test_balanced_accuracy": test.get("balanced_accuracy"),
-               "test_auroc": test.get("auroc"),
+               "test_auroc": test.get("auroc"), "test_auroc_lo": ci[0], "test_auroc_hi": ci[1],
                **{f"test_auroc_{src}": m.get("auroc") for src, m in s.get("test_per_source", {}).items()},
                "epochs_equivalent": (rows[-1]["samples"] / train_images(run)) if rows else None,
+               "steps": s.get("steps") or (rows[-1].get("steps") if rows else None),
+               "epochs_per_client": epochs_per_client(run, rows[-1]) if rows else None,
                "seconds": wall_seconds(run)}
         out.append(row)
     return out
 
 
 def plot_curves(runs: list[Run], path: Path) -> None:
+    """Test AUROC against epochs-equivalent samples, sequential optimizer steps and epochs per client."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes_x = (("samples processed (epochs-equivalent)", lambda run, r, n: r["samples"] / n if r.get("samples")
+               is not None else None),
+              ("sequential optimizer steps", lambda run, r, n: r.get("steps")),
+              ("epochs per client", lambda run, r, n: epochs_per_client(run, r)))
+    fig, axes = plt.subplots(1, len(axes_x), figsize=(15, 4), sharey=True)
     for run in runs:
         n = train_images(run)
-        rows = [r for r in run.metrics() if r.get("samples") is not None]
-        x = [r["samples"] / n for r in rows]
-        for ax, key in zip(axes, ("test_accuracy", "test_auroc"), strict=True):
-            ax.plot(x, [r.get(key) for r in rows], marker=".", label=label(run))
-    for ax, title in zip(axes, ("test accuracy (val threshold)", "test AUROC"), strict=True):
-        ax.set_xlabel("samples processed (epochs-equivalent)")
-        ax.set_title(title)
+        rows = [r for r in run.metrics() if r.get("test_auroc") is not None]
+        for ax, (_, fx) in zip(axes, axes_x, strict=True):
+            pts = [(fx(run, r, n), r["test_auroc"]) for r in rows if fx(run, r, n) is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=label(run))
+    for ax, (title, _) in zip(axes, axes_x, strict=True):
+        ax.set_xlabel(title)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel("test AUROC")
+    axes[-1].legend(fontsize=8, loc="lower right")
     save_figure(fig, path)
 
 
