@@ -72,8 +72,10 @@ def _job_result(job: Job, run: Run, store, device) -> dict:
     out = {"run": run.name, "test_auroc_per_source": per}
     if job.kind == "logo":
         in_dist = score_checkpoint(run.path("detector.pt"), store, store.select("test", list(job.train_sources)),
-                                   device).overall
-        out.update(auroc_held_out=per[job.source], auroc_in_dist=in_dist["auroc"],
+                                   device).add_intervals(run.config["train"].get("bootstrap", 1000)).overall
+        held = summary["test_per_source"][job.source]
+        out.update(auroc_held_out=per[job.source], auroc_held_out_ci=held.get("auroc_ci"),
+                   auroc_in_dist=in_dist["auroc"], auroc_in_dist_ci=in_dist.get("auroc_ci"),
                    gap=in_dist["auroc"] - per[job.source])
     return out
 
@@ -144,7 +146,8 @@ def summarize(sources: list[str], done: dict) -> dict:
         if f"xgen-{s}" in done
     }
     logo = {
-        h: {k: done[f"logo-{h}"][k] for k in ("auroc_held_out", "auroc_in_dist", "gap")}
+        h: {k: done[f"logo-{h}"].get(k) for k in ("auroc_held_out", "auroc_held_out_ci", "auroc_in_dist",
+                                                  "auroc_in_dist_ci", "gap")}
         for h in sources
         if f"logo-{h}" in done
     }

@@ -122,7 +122,7 @@ def conditions(names: list[str] | None = None) -> list[tuple[Distortion, float]]
 
 
 def _entry(overall: dict, per: dict) -> dict:
-    keep = ("auroc", "accuracy", "balanced_accuracy", "ap", "eer")
+    keep = [k for k in overall if k.split("_ci")[0] in ("auroc", "accuracy", "balanced_accuracy", "ap", "eer")]
     return {
         **{k: overall[k] for k in keep},
         "auroc_per_source": {s: m["auroc"] for s, m in per.items()},
@@ -149,13 +149,15 @@ def evaluate_robustness(
 
     from dfflab.detector.scoring import score_checkpoint
     from dfflab.device import resolve_device
+    from dfflab.evidence import paired_difference
     from dfflab.runs import load_checkpoint
 
     device = resolve_device(cfg.train.device)
     if rows is None:
         rows = store.select("test", cfg.train.test_sources)
     threshold = float(load_checkpoint(ckpt).get("threshold", 0.5))
-    clean_scores = score_checkpoint(ckpt, store, rows, device)
+    n_boot = cfg.train.bootstrap
+    clean_scores = score_checkpoint(ckpt, store, rows, device).add_intervals(n_boot, cfg.train.seed)
     clean, clean_per = clean_scores.overall, clean_scores.per_source
     out = {
         "checkpoint": str(ckpt),
@@ -170,7 +172,10 @@ def evaluate_robustness(
         conditions(names), desc="robustness", disable=not progress, leave=False
     ):
         scored = score_checkpoint(ckpt, store, rows, device, transform=lambda x, d=d, s=s: d.fn(x, s))
+        scored.add_intervals(n_boot, cfg.train.seed)
         m, per = scored.overall, scored.per_source
+        # the drop with its paired interval: the same test images, clean and distorted
+        drop = paired_difference(clean_scores.scored(), scored.scored(), "auroc", max(n_boot, 100), cfg.train.seed)
         out["distortions"].append(
             {
                 "name": d.name,
@@ -180,6 +185,9 @@ def evaluate_robustness(
                 "description": d.description,
                 **_entry(m, per),
                 "auroc_drop": clean["auroc"] - m["auroc"],
+                "auroc_drop_ci": drop["ci"],
+                "verdict": {"better": "significant drop", "worse": "significant gain"}.get(
+                    drop["verdict"], "no significant change"),
             }
         )
     return out

@@ -59,6 +59,11 @@ class Scores:
                 self.per_source[name].update(intervals(probs[keep], labels[keep], self.threshold, n_resamples, seed))
         return self
 
+    def scored(self) -> Scored:
+        """These scores as :class:`dfflab.evidence.Scored` (for a paired comparison in memory)."""
+        rows = np.asarray(self.rows if self.rows is not None else np.arange(len(self.probs)))
+        return Scored(rows=rows, labels=self.pred.labels.numpy(), probs=self.probs, threshold=self.threshold)
+
     def save(self, path: str | Path) -> Path:
         """``test_scores.npz``: rows, labels, source ids, p(fake) and the threshold, for paired comparisons."""
         import io

@@ -55,23 +55,28 @@ def run_local_only(cfg, *, name: str | None = None, parent: str | None = None, n
     device = task.device_for(cfg)
     models = {p: initial_model(cfg, device)[0] for p in parts}
     opt_states: dict[int, dict | None] = {p: None for p in parts}
-    t0, samples = time.time(), 0
+    t0, samples, steps = time.time(), 0, 0
     first = task.global_eval(models[0], store, cfg, device)  # all clients start from this model
-    run.log_metrics({"round": 0, "samples": 0, **task.eval_row(first), "seconds": 0.0})
+    run.log_metrics({"round": 0, "samples": 0, "steps": 0, "epochs_per_client": 0, **task.eval_row(first),
+                     "seconds": 0.0})
     for r in tqdm(range(1, cfg.fl.rounds + 1), desc=f"local-only {name}", disable=not progress):
-        evals = {}
+        evals, round_steps = {}, []
         for p, rows in parts.items():
             stats, opt = task.local_train(models[p], store, rows["train"], cfg, device, server_round=r,
                                           partition_id=p, optimizer_state=opt_states[p])
             opt_states[p] = opt if cfg.fl.keep_optimizer else None
             samples += stats["images"]
+            round_steps.append(stats["steps"])
             evals[p] = task.global_eval(models[p], store, cfg, device)
-        row = {"round": r, "samples": samples, **_mean_rows([task.eval_row(e) for e in evals.values()]),
+        steps += max(round_steps)  # the clients would train side by side: the longest counts
+        row = {"round": r, "samples": samples, "steps": steps, "epochs_per_client": r * cfg.fl.local_epochs,
+               **_mean_rows([task.eval_row(e) for e in evals.values()]),
                **{f"test_auroc_client{p}": e["test"]["auroc"] for p, e in evals.items()},
                "seconds": round(time.time() - t0, 2)}
         run.log_metrics(row)
     for p, e in evals.items():
         e["scores"].add_intervals(cfg.train.bootstrap, cfg.train.seed)  # each client model's own intervals
+        e["scores"].save(run.path(f"test_scores_client{p}.npz"))
         save_detector(run.path(f"detector_client{p}.pt"), models[p], cfg.model, store.image_size,
                       threshold=e["threshold"], source_names=store.source_names, stage=STAGE,
                       run=run.name, partition_id=p, train_sources=list(cfg.train.train_sources))
@@ -85,7 +90,8 @@ def run_local_only(cfg, *, name: str | None = None, parent: str | None = None, n
                                     "threshold": e["threshold"]} for p, e in evals.items()},
                "strategy": "local-only", "partitioning": cfg.fl.partitioning, "num_partitions": len(parts),
                "rounds": cfg.fl.rounds, "rounds_run": cfg.fl.rounds, "local_epochs": cfg.fl.local_epochs,
-               "samples": samples, "seconds": round(time.time() - t0, 2), "init": cfg.train.init,
+               "samples": samples, "steps": steps, "epochs_per_client": cfg.fl.rounds * cfg.fl.local_epochs,
+               "seconds": round(time.time() - t0, 2), "init": cfg.train.init,
                "partition": composition(store, parts), "device": str(device)}
     run.write_summary(summary)
     if progress:

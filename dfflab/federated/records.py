@@ -199,13 +199,17 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
                       threshold=thr, source_names=store.source_names, partition_id=pid, **meta)
         saved.append(pid)
     rows = run.metrics()
-    scored_as_used = _scored_as_used(cfg, store, model, client_states or {}, saved, device)
+    scored_as_used = _scored_as_used(run, cfg, store, model, client_states or {}, saved, device)
     summary = {"test": last_eval["test"], "test_per_source": last_eval["test_per_source"], **scored_as_used,
                "val": last_eval["val"], "threshold": last_eval["threshold"],
                "strategy": cfg.fl.strategy, "partitioning": cfg.fl.partitioning,
                "num_partitions": cfg.fl.num_partitions, "rounds": cfg.fl.rounds,
                "rounds_run": max((r["round"] for r in rows), default=0),
                "local_epochs": cfg.fl.local_epochs, "samples": rows[-1]["samples"] if rows else 0,
+               "steps": rows[-1].get("steps") if rows else 0,
+               "epochs_per_client": rows[-1].get("epochs_per_client") if rows else 0,
+               "sizes": {"train": int(sum(p["images"] for p in extra.get("partition", []))),
+                         **{k: len(v) for k, v in task.global_rows(store, cfg).items()}},
                "failures": sum(int(r.get("failures") or 0) for r in rows),
                "init": cfg.train.init, "model": asdict(cfg.model),
                "checkpoint": str(run.path("detector.pt")),
@@ -216,18 +220,18 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
     return summary
 
 
-def _scored_as_used(cfg, store, model, client_states: dict, usable: list[int], device) -> dict:
+def _scored_as_used(run, cfg, store, model, client_states: dict, usable: list[int], device) -> dict:
     """FedBN: ``per_client`` personalised models; otherwise ``test_bn_reestimated``."""
     from dfflab.federated import final_models, task
     from dfflab.federated.partition import client_rows
     from dfflab.federated.strategies import KEEPS_LOCAL_BN
 
     if cfg.fl.strategy not in KEEPS_LOCAL_BN:
-        return {"test_bn_reestimated": final_models.reestimated_scores(model, store, cfg, device)}
+        return {"test_bn_reestimated": final_models.reestimated_scores(model, store, cfg, device, run)}
     sources = {}
     for pid in usable:
         fakes = set(store.sources[client_rows(store, cfg, pid)["train"]]) & set(store.fake_sources)
         sources[pid] = next(iter(fakes)) if len(fakes) == 1 else None
     states = {p: s for p, s in client_states.items() if p in usable}
     return {"per_client": final_models.personalised_scores(task.state_of(model), states, task.bn_keys(model),
-                                                           sources, store, cfg, device)}
+                                                           sources, store, cfg, device, run)}

@@ -17,17 +17,27 @@ from dfflab.report.collect import RunInfo, fmt, get
 from dfflab.report.context import Context
 
 
+def _block_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(basic block classes, bottleneck classes): resnet-narrow's own block and torchvision's."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBasic
+    from torchvision.models.resnet import Bottleneck
+
+    from dfflab.models.backbones import BasicBlock
+
+    return (BasicBlock, TorchvisionBasic), (Bottleneck,)
+
+
 def _short(m) -> str:
     """A one-line description of a layer (or a small block of layers)."""
     from torch import nn
-    from torchvision.models.resnet import BasicBlock, Bottleneck
 
+    basic, bottleneck = _block_types()
     if isinstance(m, nn.Conv2d):
         k, s = m.kernel_size[0], m.stride[0]
         return f"conv {m.in_channels}→{m.out_channels} {k}×{k}/{s}"
-    if isinstance(m, BasicBlock | Bottleneck):
-        kind = "basic" if isinstance(m, BasicBlock) else "bottleneck"
-        out = m.conv2.out_channels if isinstance(m, BasicBlock) else m.conv3.out_channels
+    if isinstance(m, (*basic, *bottleneck)):
+        kind = "basic" if isinstance(m, basic) else "bottleneck"
+        out = m.conv2.out_channels if isinstance(m, basic) else m.conv3.out_channels
         return (f"residual {kind} block {m.conv1.in_channels}→{out}, stride {m.stride}"
                 + (", projection shortcut" if m.downsample is not None else ""))
     if isinstance(m, nn.BatchNorm2d):
@@ -51,13 +61,13 @@ def _layers(model) -> list[tuple[str, object]]:
     """(name, module) of the detector's stages in forward order: the backbone's children, block
     containers opened up block by block, then dropout and head."""
     from torch import nn
-    from torchvision.models.resnet import BasicBlock, Bottleneck
 
+    basic, bottleneck = _block_types()
     out = []
     for name, child in model.backbone.named_children():
         if isinstance(child, nn.Identity):
             continue
-        if isinstance(child, nn.Sequential) and all(isinstance(c, BasicBlock | Bottleneck) for c in child):
+        if isinstance(child, nn.Sequential) and all(isinstance(c, (*basic, *bottleneck)) for c in child):
             out += [(f"{name}.{i}", c) for i, c in enumerate(child)]
         else:
             out.append((name, child))
