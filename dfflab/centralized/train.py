@@ -43,6 +43,7 @@ from dfflab.device import prepare_model, resolve_device, seed_everything, set_th
 from dfflab.metrics import flatten_metrics
 from dfflab.models import build_detector, init_backbone, save_detector
 from dfflab.models.detector import resolve_init
+from dfflab.models.optim import optimizer_groups
 from dfflab.runs import Run, find_unfinished
 from dfflab.train.augment import make_augment
 from dfflab.train.core import (
@@ -163,7 +164,7 @@ def _setup(cfg, store, run: Run, device: torch.device) -> Fit:
     n = len(rows["train"])
     drop_last = n > t.batch_size  # a last batch of 1 breaks BatchNorm
     steps = n // t.batch_size if drop_last else math.ceil(n / t.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = torch.optim.AdamW(optimizer_groups(model, t), lr=t.lr, weight_decay=t.weight_decay)
     sched = warmup_cosine(opt, round(t.warmup_epochs * steps), t.epochs * steps)
     loss_fn = detection_loss(store.labels[rows["train"]], t.balance, device)
     return Fit(

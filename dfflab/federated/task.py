@@ -23,6 +23,7 @@ from torch import nn
 from dfflab.device import prepare_model, resolve_device, seed_everything, set_threads
 from dfflab.metrics import binary_metrics, choose_threshold, per_source_metrics
 from dfflab.models import build_detector, init_backbone
+from dfflab.models.optim import optimizer_groups
 from dfflab.train.augment import make_augment
 from dfflab.train.core import (
     detection_loss,
@@ -149,7 +150,7 @@ def local_train(model: nn.Module, store, rows: np.ndarray, cfg, device: torch.de
     if len(rows) == 0:
         raise ValueError(f"client {partition_id} has no training rows")
     steps, drop_last = steps_per_epoch(len(rows), t.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = torch.optim.AdamW(optimizer_groups(model, t), lr=t.lr, weight_decay=t.weight_decay)
     sched = _round_schedule(opt, cfg, server_round, steps)
     labels = 1 - store.labels[rows] if flip_labels else store.labels[rows]
     loss_fn = detection_loss(labels, t.balance, device)
