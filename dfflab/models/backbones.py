@@ -98,7 +98,8 @@ def build_backbone(name: str, width: int = 32, model_cfg=None, load_weights: boo
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}' (known: {', '.join(BACKBONES)})")
-    pretrained = getattr(model_cfg, "pretrained", "none")
+    # without a config, Inception (which exists only with its bundled weights) is pretrained
+    pretrained = getattr(model_cfg, "pretrained", "imagenet" if name.startswith("inception") else "none")
     input_size = getattr(model_cfg, "input_size", 0)
     check_pretrained(name, pretrained, input_size)  # before building: a bad combination fails fast
     return adapt_backbone(BACKBONES[name](width, model_cfg), name, pretrained, input_size, load_weights)
