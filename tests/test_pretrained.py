@@ -16,8 +16,10 @@ from dfflab.models.pretrained import SPECS, WeightsUnavailable
 
 HAS_CLIP = importlib.util.find_spec("open_clip") is not None
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16"]
-CLIP = [pytest.param(a, marks=pytest.mark.skipif(not HAS_CLIP, reason="open_clip not installed (.[clip])"))
-        for a in ("clip-vit-b-32", "clip-vit-l-14")]
+_NO_CLIP = pytest.mark.skipif(not HAS_CLIP, reason="open_clip not installed (.[clip])")
+# ViT-L/14: 300M parameters, ~80 GFLOPs a forward pass; the slowest test here by far
+CLIP = [pytest.param("clip-vit-b-32", marks=_NO_CLIP),
+        pytest.param("clip-vit-l-14", marks=[_NO_CLIP, pytest.mark.slow])]
 
 
 @pytest.fixture
