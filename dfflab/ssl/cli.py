@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--method", choices=("simclr", "byol"), help="SSL method (default: ssl.method)")
     p.add_argument("--reals-only", action="store_true", help="pretrain on real images only")
     p.add_argument("--views", help="view recipe: shift, jitter, patch, crop, imagenet (default: ssl.views)")
+    p.add_argument("--init", choices=("scratch", "imagenet", "clip"),
+                   help="start from random, ImageNet or CLIP weights (sets model.pretrained; default: model.pretrained)")
     _run_args(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -59,6 +61,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     extra = [f"ssl.method={args.method}"] if args.method else []
     extra += ["ssl.reals-only=true"] if args.reals_only else []
     extra += [f"ssl.views={args.views}"] if args.views else []
+    extra += [f"model.pretrained={'none' if args.init == 'scratch' else args.init}"] if args.init else []
     cfg = config_from_args(args, extra)
     run = pretrain(cfg, name=args.name, parent=args.parent, note=args.note, resume=not args.no_resume)
     s = run.summary()

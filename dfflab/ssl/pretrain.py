@@ -108,7 +108,7 @@ def _setup(cfg, store, progress: bool) -> _Setup:
     # the views draw on the training device: no host-to-device copy (and stream sync) per batch
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     view = make_view(s.views)
-    method = prepare_model(build_method(s.method, build_backbone(cfg.model.backbone, cfg.model.width), s),
+    method = prepare_model(build_method(s.method, build_backbone(cfg.model.backbone, cfg.model.width, cfg.model), s),
                            device)
     if store is None:
         from dfflab.data import ensure_store
