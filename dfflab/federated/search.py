@@ -13,7 +13,9 @@ The steps, in order:
 2. ``fl-iid-keep-optimizer`` -- clients keep AdamW's moments across rounds (``fl.keep-optimizer``);
 3. ``fl-iid-local-batch`` -- each client steps with batch ``train.batch-size / N``
    (``fl.local-batch-size``): as many optimizer steps per epoch as the centralized run;
-4. ``fl-iid-server-momentum`` -- FedAvgM (``fl.strategy=fedavgm``) on top.
+4. ``fl-iid-server-momentum`` -- FedAvgM (``fl.strategy=fedavgm``) on top;
+5. ``fl-iid-fewer-rounds`` -- 5 local epochs per round and a fifth of the rounds (the same epochs
+   per client, a fifth of the averagings).
 
 The accepted settings are the search's result (``summary.json`` of its last step and
 ``recipe`` in :func:`run_search`'s return); the pipeline then trains the by-source runs with them.
@@ -33,6 +35,8 @@ CHAIN = "fl-recipe"
 def _steps(cfg) -> list[tuple[str, dict, str, Callable[[Run, Run | None], str]]]:
     """(name, overrides, the change, reason from the parent's curves) of each step."""
     n = cfg.fl.num_partitions
+    total = cfg.fl.rounds * cfg.fl.local_epochs  # epochs per client, kept by every step
+    epochs_per_round = 5 if total >= 10 else max(1, total // 2)
 
     def per_round_gain(parent: Run, central: Run | None) -> str:
         rows = [r for r in parent.metrics() if r.get("test_auroc") is not None]
@@ -54,6 +58,13 @@ def _steps(cfg) -> list[tuple[str, dict, str, Callable[[Run, Run | None], str]]]
         return (f"the averaged update is applied with step 1 and no memory; the parent's test AUROC fell in "
                 f"{drops} of {max(0, len(rows) - 1)} rounds, which server momentum smooths")
 
+    def averaging(parent: Run, central: Run | None) -> str:
+        rows = [r for r in parent.metrics() if r.get("train_loss") is not None]
+        ref = central.metrics()[-1].get("train_loss") if central and central.metrics() else None
+        return (f"the parent's clients end at train loss {rows[-1]['train_loss']:.3f}"
+                + (f" against {ref:.3f} for the centralized run" if ref is not None else "")
+                + f" after {len(rows)} averagings: progress is lost in averaging, so average less often")
+
     return [
         ("fl-iid-base", {"fl.partitioning": "iid", "fl.strategy": "fedavg", "fl.keep-optimizer": False,
                          "fl.local-batch-size": 0},
@@ -65,6 +76,9 @@ def _steps(cfg) -> list[tuple[str, dict, str, Callable[[Run, Run | None], str]]]
          f"local batch = train.batch-size / N = {max(1, cfg.train.batch_size // n)}", per_round_gain),
         ("fl-iid-server-momentum", {"fl.strategy": "fedavgm"},
          f"FedAvgM: server momentum {cfg.fl.server_momentum}", drift),
+        ("fl-iid-fewer-rounds", {"fl.local-epochs": epochs_per_round, "fl.rounds": max(1, total // epochs_per_round)},
+         f"{epochs_per_round} local epochs per round, {max(1, total // epochs_per_round)} rounds (the same "
+         f"{total} epochs per client)", averaging),
     ]
 
 
