@@ -1,4 +1,4 @@
-"""``dfflab federated run|local-only|search|deploy-local|robustness|partition-plot|app-config``."""
+"""``dfflab federated run|ssl|local-only|search|deploy-local|robustness|partition-plot|app-config``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,23 @@ def register(sub) -> None:
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh even if a crashed run of this name and settings exists")
     p.set_defaults(func=cmd_run)
+
+    p = fsub.add_parser("ssl", help="federated self-supervised pretraining (SimCLR, BYOL/FedEMA) of the backbone",
+                        description="Each of fl.num-partitions clients pretrains the detector's backbone on its own "
+                        "unlabeled training images with ssl.method; the server averages the online network "
+                        "(BYOL: the target network stays on the clients, fl.ssl-update=fedema|fedbyol). The run "
+                        "folder's backbone.pt is what --set train.init=<run> loads, for `dfflab federated run` "
+                        "and `dfflab centralized train`. Same as `flwr run .` with fl.task=\"ssl\".",
+                        epilog="e.g. dfflab federated ssl --method byol --preset quick; then dfflab federated run "
+                        "--preset quick --set train.init=<the ssl run folder>")
+    add_config_args(p)
+    p.add_argument("--method", choices=("simclr", "byol"), help="SSL method (default: ssl.method)")
+    p.add_argument("--rounds", type=int, help="rounds (default: ssl.epochs / fl.local-epochs, so each client "
+                   "makes as many passes over its images as centralized pretraining makes over all of them)")
+    _run_args(p)
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start afresh even if a crashed run of this name and settings exists")
+    p.set_defaults(func=cmd_ssl)
 
     p = fsub.add_parser("local-only", help="baseline: each client trains alone on its partition",
                         description="Each client of fl.partitioning trains alone (no communication) for "
@@ -95,6 +112,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dfflab.federated.launcher import run_federated
 
     cfg = config_from_args(args)
+    try:
+        run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet,
+                      resume=args.resume)
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_ssl(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.federated.launcher import run_federated
+    from dfflab.federated.ssl_server import ssl_config
+
+    cfg = ssl_config(config_from_args(args), method=args.method, rounds=args.rounds)
     try:
         run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet,
                       resume=args.resume)

@@ -6,7 +6,9 @@ Each message carries the global weights (``arrays``) and the resolved dfflab con
 between rounds: FedBN clients their BatchNorm layers (they load only the other weights
 from the server); with ``fl.keep-optimizer`` every client its AdamW state.
 Test hooks: ``fl.fail-client`` raises or hangs (``fl.fail-mode``); the clients of
-``fl.malicious`` attack (:mod:`dfflab.federated.attacks`).
+``fl.malicious`` attack (:mod:`dfflab.federated.attacks`). With ``fl.task=ssl`` a client
+pretrains instead (:mod:`dfflab.federated.ssl_client`); in a DP run (``fl.dp-clip``) Flower's
+``fixedclipping_mod`` clips the update it sends (:func:`dfflab.federated.privacy.clipping_mod`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from flwr.clientapp import ClientApp
 
 from dfflab.config import config_from_dict
 from dfflab.detector.recipe import new_model
-from dfflab.federated import attacks, task
+from dfflab.federated import attacks, privacy, ssl_client, task
 from dfflab.federated.strategies import KEEPS_LOCAL_BN
 
 app = ClientApp()
@@ -29,14 +31,9 @@ OPT_STATE = "optimizer"  # context.state key of a client's AdamW state (fl.keep-
 
 def _setup(msg: Message, context: Context):
     """(cfg, partition id, device, store, rows, model with the global weights loaded)."""
-    cfg = config_from_dict(json.loads(msg.content["config"]["dfflab-config"]))
-    pid = int(context.node_config["partition-id"])
-    n = int(context.node_config["num-partitions"])
-    if n != cfg.fl.num_partitions:
-        raise ValueError(f"client {pid}: the federation has {n} clients but the server "
-                         f"partitioned for fl.num-partitions={cfg.fl.num_partitions}")
+    cfg, pid = _identity(msg, context)
     device = task.device_for(cfg, cfg.fl.client_cpus)
-    store, rows = task.client_data(cfg, pid, n)
+    store, rows = task.client_data(cfg, pid, cfg.fl.num_partitions)
     model = new_model(cfg, device)
     local = None
     if cfg.fl.strategy in KEEPS_LOCAL_BN and BN_STATE in context.state:
@@ -45,8 +42,22 @@ def _setup(msg: Message, context: Context):
     return cfg, pid, device, store, rows, model
 
 
-@app.train()
+def _identity(msg: Message, context: Context):
+    """(the run's config, this client's partition id); the federation's size must be the config's."""
+    cfg = config_from_dict(json.loads(msg.content["config"]["dfflab-config"]))
+    pid = int(context.node_config["partition-id"])
+    n = int(context.node_config["num-partitions"])
+    if n != cfg.fl.num_partitions:
+        raise ValueError(f"client {pid}: the federation has {n} clients but the server "
+                         f"partitioned for fl.num-partitions={cfg.fl.num_partitions}")
+    return cfg, pid
+
+
+@app.train(mods=[privacy.clipping_mod])
 def train(msg: Message, context: Context) -> Message:
+    cfg, pid = _identity(msg, context)
+    if cfg.fl.task == "ssl":
+        return ssl_client.train(msg, context, cfg, pid)
     cfg, pid, device, store, rows, model = _setup(msg, context)
     config = msg.content["config"]
     server_round = int(config["server-round"]) + int(config.get("round-offset", 0))  # resumed runs
@@ -64,8 +75,10 @@ def train(msg: Message, context: Context) -> Message:
         context.state[BN_STATE] = ArrayRecord({k: state[k] for k in task.bn_keys(model)})
     if pid in attacks.malicious_ids(cfg):
         state = attacks.poison(state, start, cfg.fl.attack, cfg.fl.attack_scale)
-    metrics = MetricRecord({"num-examples": len(rows["train"]), "partition-id": pid, **stats})
-    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+    metrics = MetricRecord({"num-examples": len(rows["train"]), "partition-id": pid, **stats,
+                            **privacy.client_metrics(cfg, start, state)})
+    return Message(RecordDict({"arrays": ArrayRecord(privacy.float_arrays(cfg, state)), "metrics": metrics}),
+                   reply_to=msg)
 
 
 def _inject_failure(cfg, pid: int, server_round: int) -> None:
@@ -80,11 +93,15 @@ def _inject_failure(cfg, pid: int, server_round: int) -> None:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    cfg, pid = _identity(msg, context)
+    if cfg.fl.task == "ssl":
+        raise ValueError(f"client {pid}: federated SSL has no client evaluation (the server sets "
+                         "fl.fraction-evaluate=0 and monitors the global backbone itself)")
     cfg, pid, device, store, rows, model = _setup(msg, context)
     if len(rows["val"]) == 0:
         raise ValueError(f"client {pid} has no validation rows")
     m = task.test(model, store, rows["val"], device, threshold=0.5, amp=cfg.train.amp).overall
     metrics = MetricRecord({"num-examples": len(rows["val"]), "partition-id": pid, "val_loss": m["loss"],
                             "val_auroc": m["auroc"], "val_accuracy": m["accuracy"],
-                            "val_balanced_accuracy": m["balanced_accuracy"]})
+                            "val_balanced_accuracy": m["balanced_accuracy"], **privacy.client_metrics(cfg)})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -1,0 +1,158 @@
+"""DP-FedAvg (``fl.dp-*``): epsilon against dp-accounting's own computation, clipping of every
+client update (client-side mod and server-side wrapper), the noise and its post-processing."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import FakeGrid, arrays_of, client_ctx, client_msg, reply, tiny
+from dp_accounting import dp_event, rdp
+from flwr.app import ConfigRecord
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+from dfflab.config import ConfigError, load_config
+from dfflab.detector.recipe import initial_model
+from dfflab.federated import client_app, privacy
+from dfflab.federated.strategies import make_strategy
+
+
+def _dp(*extra):
+    return load_config("tiny", ["fl.dp-clip=1.0", *extra])
+
+
+def _norm(a: dict, b: dict) -> float:
+    return float(np.sqrt(sum(np.sum((np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)) ** 2) for k in a)))
+
+
+def _round(strategy, server_round: int, start: dict, updates: list[dict]):
+    """configure + aggregate one round of 3 clients whose weights are ``start + update``."""
+    list(strategy.configure_train(server_round, arrays_of(start), ConfigRecord(), FakeGrid(len(updates))))
+    replies = [reply({k: start[k] + u[k] for k in start}, 10 * (i + 1), i + 1, **{"partition-id": i, "dp-weight": 1})
+               for i, u in enumerate(updates)]
+    arrays, _ = strategy.aggregate_train(server_round, replies)
+    return {k: arrays[k].numpy() for k in arrays.keys()}, replies
+
+
+def _reference_epsilon(z: float, rounds: int, delta: float) -> float:
+    """dp-accounting's own RDP accountant: ``rounds`` Gaussian mechanisms of noise multiplier z."""
+    acc = rdp.RdpAccountant()
+    acc.compose(dp_event.GaussianDpEvent(z), rounds)
+    return acc.get_epsilon(delta)
+
+
+@pytest.mark.parametrize("z,delta,clipping", [(0.5, 1e-5, "client"), (1.0, 1e-3, "server"), (4.0, 1e-6, "client")])
+def test_epsilon_after_every_round_is_dp_accountings_own(server_identity, z, delta, clipping):
+    cfg = _dp(f"fl.dp-noise={z}", f"fl.dp-delta={delta}", f"fl.dp-clipping={clipping}")
+    strategy = make_strategy(cfg, 3, set())
+    start = {"w": np.zeros(5, np.float32)}
+    assert privacy.epsilon(strategy) == 0.0
+    for r in range(1, 5):
+        # no zero update: Flower's clipping divides by the update's norm
+        _round(strategy, r, start, [{"w": np.full(5, 0.1 * (i + 1), np.float32)} for i in range(3)])
+        assert privacy.epsilon(strategy) == pytest.approx(_reference_epsilon(z, r, delta), rel=1e-9)
+    s = privacy.summary(cfg.fl, strategy)
+    assert s["rounds_released"] == 4 and s["delta"] == delta and s["noise_multiplier"] == z and s["clip"] == 1.0
+    # a resumed run counts the rounds released before its crash
+    again = make_strategy(cfg, 3, set(), done_rounds=4)
+    assert privacy.epsilon(again) == pytest.approx(_reference_epsilon(z, 4, delta), rel=1e-9)
+
+
+def test_without_noise_clipping_only_spends_infinite_epsilon(server_identity):
+    strategy = make_strategy(_dp("fl.dp-noise=0"), 3, set())
+    _round(strategy, 1, {"w": np.zeros(3, np.float32)}, [{"w": np.ones(3, np.float32)}] * 3)
+    assert privacy.epsilon(strategy) == float("inf")
+    assert np.isnan(privacy.epsilon(make_strategy(load_config("tiny"), 3, set())))  # not a DP run
+
+
+def test_server_side_clipping_bounds_every_update_and_the_mean(server_identity):
+    cfg = _dp("fl.dp-clipping=server", "fl.dp-noise=0", "fl.dp-clip=0.5")  # no noise: the clipped mean itself
+    strategy = make_strategy(cfg, 3, set())
+    start = {"a": np.zeros(4, np.float32), "b": np.ones(2, np.float32)}
+    updates = [{"a": np.full(4, 3.0, np.float32), "b": np.full(2, -2.0, np.float32)},
+               {"a": np.full(4, 0.01, np.float32), "b": np.zeros(2, np.float32)},
+               {"a": np.arange(4, dtype=np.float32), "b": np.full(2, 5.0, np.float32)}]
+    mean, replies = _round(strategy, 1, start, updates)
+    for i, msg in enumerate(replies):
+        got = {k: v.numpy() for k, v in msg.content["arrays"].items()}
+        n = _norm(got, start)
+        assert n <= 0.5 + 1e-6
+        if _norm({k: start[k] + updates[i][k] for k in start}, start) > 0.5:
+            assert n == pytest.approx(0.5, rel=1e-5)  # scaled onto the ball, not beyond
+        else:
+            np.testing.assert_allclose(got["a"], start["a"] + updates[i]["a"])  # small updates untouched
+    assert _norm(mean, start) <= 0.5 + 1e-6
+    # the mean is unweighted (DP-FedAvg), though the clients report different num-examples
+    expect = {k: np.mean([r.content["arrays"][k].numpy() for r in replies], axis=0) for k in start}
+    for k in start:
+        np.testing.assert_allclose(mean[k], expect[k], rtol=1e-5)
+
+
+def test_noise_has_the_calibrated_spread(server_identity):
+    z, clip, n = 2.0, 1.5, 3
+    strategy = make_strategy(_dp(f"fl.dp-noise={z}", f"fl.dp-clip={clip}"), n, set())
+    start = {"w": np.zeros(20000, np.float32)}
+    mean, _ = _round(strategy, 1, start, [{"w": np.full(20000, 1e-6, np.float32)}] * n)
+    assert np.std(mean["w"]) == pytest.approx(z * clip / n, rel=0.03)  # Gaussian of std z C / N
+
+
+def test_noised_batchnorm_statistics_are_made_valid(server_identity):
+    strategy = make_strategy(_dp("fl.dp-noise=50"), 3, set())
+    start = {"bn.running_var": np.full(500, 0.01, np.float32), "bn.num_batches_tracked": np.zeros(1, np.float32)}
+    mean, _ = _round(strategy, 1, start, [{k: np.full_like(v, 1e-4) for k, v in start.items()}] * 3)
+    assert mean["bn.running_var"].min() >= privacy.VAR_FLOOR  # std 16.7 noise pushed many below zero
+    assert mean["bn.num_batches_tracked"].min() >= 0 and float(mean["bn.num_batches_tracked"][0]).is_integer()
+
+
+def test_client_side_clipping_mod_bounds_the_update_it_sends(store, tmp_path):
+    cfg = tiny(store, tmp_path, "fl.dp-clip=0.05", "train.threads=1")
+    model, _ = initial_model(cfg, torch.device("cpu"))
+    sent = privacy.float_arrays(cfg, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    msg = client_msg(cfg, model, 1, **{KEY_CLIPPING_NORM: 0.05})
+    msg.content["arrays"] = arrays_of({k: v.numpy() for k, v in sent.items()})
+    out = client_app.app(msg, client_ctx(0))  # the ClientApp with its mods, as Flower calls it
+    assert not out.has_error(), out.error if out.has_error() else ""
+    m = out.content["metrics"]
+    back = {k: v.numpy() for k, v in out.content["arrays"].items()}
+    assert m["update_norm"] > 0.05  # it trained further than the bound ...
+    assert _norm(back, {k: v.numpy() for k, v in sent.items()}) == pytest.approx(0.05, rel=1e-4)  # ... and was clipped
+    assert m["dp-weight"] == 1
+    # without the server's clipping norm in the config the mod passes the reply through unclipped
+    plain = client_app.app(client_msg(cfg, model, 1), client_ctx(0))
+    unclipped = {k: v.numpy() for k, v in plain.content["arrays"].items()}
+    assert _norm(unclipped, {k: v.numpy() for k, v in sent.items()}) > 0.05
+
+
+@pytest.mark.parametrize("extra,match", [(["fl.strategy=fedmedian"], "fl.strategy"),
+                                         (["fl.min-nodes=2"], "fl.min-nodes"),
+                                         (["fl.dp-delta=1.5"], "fl.dp-delta"),
+                                         (["fl.dp-clipping=both"], "fl.dp-clipping")])
+def test_bad_dp_settings_are_named(extra, match):
+    from dfflab.federated.config import check_names
+
+    with pytest.raises(ConfigError, match=match):
+        check_names(_dp(*extra).fl)
+
+
+@pytest.mark.slow
+def test_dp_simulation_records_epsilon_every_round(tmp_path):
+    """A real Flower run (3 clients, 2 rounds, client-side clipping): epsilon per round in metrics.csv
+    and summary.json, each the accountant package's own value; every client's update norm recorded."""
+    from dfflab.data.synth import SynthSpec, write_synth
+    from dfflab.federated.launcher import run_federated
+    from dfflab.files import read_csv
+
+    root = tmp_path / "synthdff"
+    write_synth(root, SynthSpec(n_real=24, seed=0, difficulty=1.5, fake_size=48, real_min=40, real_max=90),
+                load_config("tiny"), progress=False)
+    cfg = load_config("tiny", [f"data.root={root}", f"results={tmp_path / 'results'}", "data.n-real=24",
+                               "data.difficulty=1.5", "data.fake-size=48", "data.real-min=40", "data.real-max=90",
+                               "fl.num-partitions=3", "fl.rounds=2", "fl.dp-clip=0.5", "fl.dp-noise=0.8",
+                               "fl.dp-delta=1e-4", "train.threads=1"])
+    run = run_federated(cfg, name="dp-test", progress=False)
+    rows = run.metrics()
+    assert [r["epsilon"] for r in rows] == pytest.approx([0.0, *(_reference_epsilon(0.8, r, 1e-4) for r in (1, 2))])
+    s = run.summary()
+    assert s["epsilon"] == pytest.approx(_reference_epsilon(0.8, 2, 1e-4))
+    assert s["dp"]["noise_multiplier"] == 0.8 and s["dp"]["clip"] == 0.5 and s["dp"]["delta"] == 1e-4
+    assert "auroc_ci" in s["test"] and run.path("test_scores.npz").is_file()
+    trained = [r for r in read_csv(run.path("clients.csv")) if r["phase"] == "train"]
+    assert len(trained) == 6 and all(float(r["update_norm"]) > 0 for r in trained)
