@@ -96,16 +96,30 @@ def test_noise_has_the_calibrated_spread(server_identity):
 
 def test_noised_batchnorm_statistics_are_made_valid(server_identity):
     strategy = make_strategy(_dp("fl.dp-noise=50"), 3, set())
-    start = {"bn.running_var": np.full(500, 0.01, np.float32), "bn.num_batches_tracked": np.zeros(1, np.float32)}
+    start = {"bn.running_var": np.full(500, 0.01, np.float32)}
     mean, _ = _round(strategy, 1, start, [{k: np.full_like(v, 1e-4) for k, v in start.items()}] * 3)
     assert mean["bn.running_var"].min() >= privacy.VAR_FLOOR  # std 16.7 noise pushed many below zero
-    assert mean["bn.num_batches_tracked"].min() >= 0 and float(mean["bn.num_batches_tracked"][0]).is_integer()
+
+
+def test_dp_runs_federate_floats_without_batch_counters():
+    cfg = _dp()
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    sent = privacy.dp_arrays(cfg, {**state, "scalar": torch.tensor(3.0)})
+    assert "1.num_batches_tracked" not in sent and sent["scalar"].shape == (1,)  # 0-d travels as 1-d
+    assert all(v.is_floating_point() and v.dim() >= 1 for v in sent.values())
+    model[1].num_batches_tracked.fill_(7)
+    from dfflab.federated.task import load_state
+
+    load_state(model, {k: v for k, v in sent.items() if k != "scalar"})  # the counter stays the model's own
+    assert int(model[1].num_batches_tracked) == 7
+    assert privacy.dp_arrays(load_config("tiny"), state) is state  # no DP: untouched
 
 
 def test_client_side_clipping_mod_bounds_the_update_it_sends(store, tmp_path):
     cfg = tiny(store, tmp_path, "fl.dp-clip=0.05", "train.threads=1")
     model, _ = initial_model(cfg, torch.device("cpu"))
-    sent = privacy.float_arrays(cfg, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    sent = privacy.dp_arrays(cfg, {k: v.detach().clone() for k, v in model.state_dict().items()})
     msg = client_msg(cfg, model, 1, **{KEY_CLIPPING_NORM: 0.05})
     msg.content["arrays"] = arrays_of({k: v.numpy() for k, v in sent.items()})
     out = client_app.app(msg, client_ctx(0))  # the ClientApp with its mods, as Flower calls it

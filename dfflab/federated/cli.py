@@ -1,4 +1,4 @@
-"""``dfflab federated run|ssl|local-only|search|deploy-local|robustness|partition-plot|app-config``."""
+"""``dfflab federated run|ssl|local-only|search|deploy-local|robustness|privacy-tables|partition-plot|app-config``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,15 @@ def register(sub) -> None:
     p.add_argument("--settings", default="4:1,6:2", help="N:m pairs, m of N clients malicious")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_robustness)
+
+    p = fsub.add_parser("privacy-tables", help="tables: SSL inits for FedAvg, DP-FedAvg's privacy-utility (paired CIs)",
+                        description="From the finished runs in <results> (the pipeline's names): FedAvg by source "
+                        "from scratch vs from the centralized and the federated SSL backbones, and each DP-FedAvg "
+                        "run's epsilon beside its test AUROC, with 95%% intervals and paired differences; plots "
+                        "test AUROC against epsilon. Trains nothing.")
+    add_config_args(p)
+    p.add_argument("--out", help="plot path (default: <results>/privacy_utility.png)")
+    p.set_defaults(func=cmd_privacy_tables)
 
     p = fsub.add_parser("app-config", help="write pyproject.toml's Flower run-config table from the settings",
                         description="Regenerate [tool.flwr.app.config] in pyproject.toml from dfflab/config.py, "
@@ -181,6 +190,28 @@ def cmd_partition_plot(args: argparse.Namespace) -> int:
         for row in table:
             print("  " + "  ".join(f"{v}" for v in row.values()))
     print(f"plot: {out}")
+    return 0
+
+
+def cmd_privacy_tables(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.federated import privacy_tables as pt
+
+    cfg = config_from_args(args)
+    inits, dp_runs, base = pt.find_privacy_runs(cfg)
+    if len(inits) > 1:
+        print("## Inits for federated fine-tuning (FedAvg, one generator per client)\n")
+        print(pt.init_table(pt.init_comparison(inits, cfg.train.bootstrap)))
+    if dp_runs:
+        rows = pt.privacy_utility(dp_runs, base, cfg.train.bootstrap)
+        print("## Privacy-utility (DP-FedAvg, client-level epsilon)\n")
+        print(pt.privacy_table(rows))
+        plot = pt.plot_privacy_utility(rows, args.out or Path(cfg.results) / "privacy_utility.png")
+        if plot:
+            print(f"plot: {plot}")
+    if len(inits) <= 1 and not dp_runs:
+        print(f"no federated SSL-init or DP runs in {cfg.results}", file=sys.stderr)
+        return 1
     return 0
 
 

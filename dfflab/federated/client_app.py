@@ -77,7 +77,7 @@ def train(msg: Message, context: Context) -> Message:
         state = attacks.poison(state, start, cfg.fl.attack, cfg.fl.attack_scale)
     metrics = MetricRecord({"num-examples": len(rows["train"]), "partition-id": pid, **stats,
                             **privacy.client_metrics(cfg, start, state)})
-    return Message(RecordDict({"arrays": ArrayRecord(privacy.float_arrays(cfg, state)), "metrics": metrics}),
+    return Message(RecordDict({"arrays": ArrayRecord(privacy.dp_arrays(cfg, state)), "metrics": metrics}),
                    reply_to=msg)
 
 

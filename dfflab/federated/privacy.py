@@ -59,6 +59,7 @@ WRAPPERS = {"client": DifferentialPrivacyClientSideFixedClipping, "server": Diff
 # A BatchNorm variance the noise pushed to or below zero would make the model divide by ~0; 1e-3 is
 # small against the unit variance BatchNorm starts from, large enough to keep activations finite.
 VAR_FLOOR = 1e-3
+COUNTER = "num_batches_tracked"  # BatchNorm's batch counter: not federated in a DP run (see dp_arrays)
 ACCOUNTANT = "dp-accounting RDP (Flower RdpAccountant), no sampling amplification, add/remove-one-client adjacency"
 
 
@@ -73,17 +74,14 @@ def make_accountant(fl, num_clients: int):
 
 class ValidBatchNorm:
     """Strategy mixin: post-processing of the noised global model (which costs no privacy): BatchNorm
-    variances noised below zero are raised to :data:`VAR_FLOOR`, noised counters to >= 0 integers."""
+    variances noised below zero are raised to :data:`VAR_FLOOR`."""
 
     def aggregate_train(self, server_round: int, replies):
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is not None:
-            for key in list(arrays.keys()):
-                if key.endswith(("running_var", "num_batches_tracked")):
-                    a = arrays[key].numpy()
-                    low = VAR_FLOOR if key.endswith("running_var") else 0.0
-                    fixed = np.maximum(a, low) if key.endswith("running_var") else np.maximum(np.round(a), low)
-                    arrays[key] = Array(fixed.astype(a.dtype))
+            for key in [k for k in arrays.keys() if k.endswith("running_var")]:
+                a = arrays[key].numpy()
+                arrays[key] = Array(np.maximum(a, VAR_FLOOR).astype(a.dtype))
         return arrays, metrics
 
 
@@ -133,16 +131,20 @@ def clipping_mod(msg: Message, context: Context, call_next) -> Message:
     return fixedclipping_mod(msg, context, call_next)
 
 
-def float_arrays(cfg, state: dict) -> dict:
-    """A DP run's arrays as floats of at least one dimension (``load_state`` casts and reshapes them back).
+def dp_arrays(cfg, state: dict) -> dict:
+    """What a DP run federates: every array but the BatchNorm batch counters, as floats of at least one
+    dimension (``load_state`` casts and reshapes them back, and keeps its own counters).
 
-    Flower's clipping scales the update in place: that fails for the integer BatchNorm counters,
-    and silently skips 0-d arrays (numpy's subtraction of two 0-d arrays is a scalar, which
-    ``*=`` rebinds instead of scaling), which would leave them unclipped but counted in the norm.
+    The counters (``num_batches_tracked``) grow by one per step: unused by BatchNorm with a
+    momentum, they would dominate a clipped update's norm. Flower's clipping scales the update in
+    place: that fails for integer arrays, and silently skips 0-d ones (numpy's subtraction of two
+    0-d arrays is a scalar, which ``*=`` rebinds instead of scaling), which would leave them
+    unclipped but counted in the norm.
     """
     if not dp_enabled(cfg.fl):
         return state
-    return {k: (v if v.is_floating_point() else v.float()).reshape(v.shape or (1,)) for k, v in state.items()}
+    return {k: (v if v.is_floating_point() else v.float()).reshape(v.shape or (1,)) for k, v in state.items()
+            if not k.endswith(COUNTER)}
 
 
 def client_metrics(cfg, start: dict | None = None, state: dict | None = None) -> dict[str, float]:
@@ -153,5 +155,6 @@ def client_metrics(cfg, start: dict | None = None, state: dict | None = None) ->
         return {}
     if start is None:  # an evaluate reply: only the weight
         return {WEIGHT_KEY: 1}
-    sq = sum(float(np.sum((state[k].double().numpy() - start[k].double().numpy()) ** 2)) for k in state)
+    sq = sum(float(np.sum((state[k].double().numpy() - start[k].double().numpy()) ** 2)) for k in state
+             if not k.endswith(COUNTER))
     return {WEIGHT_KEY: 1, "update_norm": float(np.sqrt(sq))}

@@ -92,7 +92,7 @@ def _detector(grid: Grid, cfg, meta: dict, store, t0: float) -> None:
 
     # -- rounds (the strategy counts from 1; clients add round-offset) -----------------------
     config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done})
-    initial = privacy.float_arrays(cfg, task.state_of(model))
+    initial = privacy.dp_arrays(cfg, task.state_of(model))
     strategy.start(grid=grid, initial_arrays=ArrayRecord(initial),
                    num_rounds=max(0, cfg.fl.rounds - done), timeout=cfg.fl.round_timeout or 6 * 3600, train_config=config,
                    evaluate_config=config, evaluate_fn=evaluate_global)

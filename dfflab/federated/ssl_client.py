@@ -34,5 +34,5 @@ def train(msg: Message, context: Context, cfg, pid: int) -> Message:
     online = ssl_task.online_state(method)
     metrics = MetricRecord({"num-examples": len(rows), "partition-id": pid, **stats, **start,
                             **privacy.client_metrics(cfg, received, online)})
-    return Message(RecordDict({"arrays": ArrayRecord(privacy.float_arrays(cfg, online)), "metrics": metrics}),
+    return Message(RecordDict({"arrays": ArrayRecord(privacy.dp_arrays(cfg, online)), "metrics": metrics}),
                    reply_to=msg)

@@ -88,7 +88,7 @@ def run(grid, cfg, meta: dict, store, t0: float) -> None:
         return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
 
     config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done})
-    strategy.start(grid=grid, initial_arrays=ArrayRecord(privacy.float_arrays(cfg, ssl_task.online_state(method))),
+    strategy.start(grid=grid, initial_arrays=ArrayRecord(privacy.dp_arrays(cfg, ssl_task.online_state(method))),
                    num_rounds=max(0, cfg.fl.rounds - done), timeout=cfg.fl.round_timeout or 6 * 3600,
                    train_config=config, evaluate_config=config, evaluate_fn=evaluate_global)
 

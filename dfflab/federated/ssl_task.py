@@ -76,7 +76,7 @@ def online_state(method: nn.Module) -> dict[str, torch.Tensor]:
 def load_online(method: nn.Module, online: dict[str, torch.Tensor]) -> None:
     """Load the online network (the target, if any, is left as it is)."""
     own = method.state_dict()
-    missing = [k for k in own if not is_target(k) and k not in online]
+    missing = [k for k in own if not is_target(k) and k not in online and not k.endswith("num_batches_tracked")]
     if missing:
         raise KeyError(f"online weights lack {missing[:3]}...")
     with torch.no_grad():
