@@ -110,7 +110,8 @@ def register(sub) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", help="run name (default: <strategy>-<partitioning>, local-only-<partitioning>)")
+    p.add_argument("--name", help="run name (default: <strategy>-<partitioning>, local-only-<partitioning>, "
+                   "ssl-<method>-<partitioning>)")
     p.add_argument("--parent", help="run folder this run evolves from (recorded in config.json)")
     p.add_argument("--note", default="", help="what this run changes and why (recorded in config.json)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

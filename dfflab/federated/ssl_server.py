@@ -4,7 +4,8 @@
     flwr run . --stream --run-config 'preset="quick" fl.task="ssl" ssl.method="byol"' \\
         --federation-config "num-supernodes=3"
 
-Each round ``fl.strategy`` (FedAvg by default) averages the clients' online networks
+``dfflab federated ssl`` sets ``fl.rounds`` to ``ssl.epochs / fl.local-epochs`` (:func:`ssl_config`);
+a bare ``flwr run .`` takes ``fl.rounds`` as given. Each round ``fl.strategy`` (FedAvg by default) averages the clients' online networks
 (:mod:`dfflab.federated.ssl_task`); the server then probes the global backbone as
 ``dfflab ssl pretrain`` does each epoch. The run folder (stage ``federated-ssl``) holds:
 

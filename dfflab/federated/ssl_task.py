@@ -8,18 +8,20 @@ views, optimizer and schedules as ``dfflab ssl pretrain``); the server averages 
 * **SimCLR** (FedSimCLR): the online network is backbone + projection head; each round a
   client starts from the global one.
 * **BYOL**: the online network is backbone + projection head + prediction head; the target
-  (momentum) network never leaves the client. That split is the one Zhuang et al. (ICCV 2021,
-  FedU; ICLR 2022, "Divergence-aware federated self-supervised learning") found best: averaging
-  targets or keeping the predictor local did worse, and a local target keeps BYOL's slow
-  teacher consistent with the client's own data. How a client starts a round
-  (``fl.ssl-update``):
+  (momentum) network never leaves the client. That is the split of Zhuang et al.'s federated
+  BYOL (ICCV 2021, FedU; ICLR 2022, "Divergence-aware federated self-supervised learning",
+  whose code aggregates the online encoder and predictor and keeps each client's target):
+  the target is BYOL's slow teacher, an average of the client's own past online networks, so
+  it stays with the data it was averaged on, and only what the gradient trains is shared.
+  The ICLR paper's finding that retaining local knowledge helps most on non-IID clients is
+  why FedEMA is the default here, where every client holds another generator's fakes. How a
+  client starts a round (``fl.ssl-update``):
 
   - ``fedema`` (the default; the ICLR 2022 paper's FedEMA): online network and predictor
     become ``mu * own + (1 - mu) * global`` with ``mu = min(lambda * ||W_global - W_own||, 1)``,
     the divergence measured on the online encoder's weights; ``lambda = fl.ema-tau /
     divergence`` at the client's first update (their autoscaler, tau = 0.7). A client whose
-    data pull it far from the consensus keeps more of its own model -- the paper's answer to
-    non-IID clients, and here every client holds another generator's fakes.
+    data pull it far from the consensus keeps more of its own model.
   - ``fedbyol``: online network and predictor = the global ones (the paper's FedBYOL baseline).
 
   BatchNorm statistics are taken from the global model in both (FedEMA averages parameters).
