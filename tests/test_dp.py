@@ -170,3 +170,41 @@ def test_dp_simulation_records_epsilon_every_round(tmp_path):
     assert "auroc_ci" in s["test"] and run.path("test_scores.npz").is_file()
     trained = [r for r in read_csv(run.path("clients.csv")) if r["phase"] == "train"]
     assert len(trained) == 6 and all(float(r["update_norm"]) > 0 for r in trained)
+
+
+def test_privacy_tables_pair_runs_by_seed_and_plot_auroc_against_epsilon(tmp_path):
+    from dfflab.evidence import intervals
+    from dfflab.federated import privacy_tables as pt
+    from dfflab.runs import Run
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(100), np.ones(100)].astype(int)
+
+    def fake_run(name, seed, signal, dp=None):
+        cfg = load_config("tiny", [f"results={tmp_path}", f"train.seed={seed}"])
+        run = Run.create(tmp_path, "federated", name, cfg.to_dict(), fingerprint="fp")
+        probs = 1 / (1 + np.exp(-(signal * (labels - 0.5) + rng.normal(size=200))))
+        np.savez(run.path("test_scores.npz"), rows=np.arange(200), labels=labels, probs=probs, threshold=0.5)
+        from dfflab.metrics import binary_metrics
+
+        auroc = binary_metrics(torch.tensor(probs), torch.tensor(labels))["auroc"]
+        extra = {"dp": {"noise_multiplier": dp[0], "clip": 2.0, "delta": 1e-5}, "epsilon": dp[1]} if dp else {}
+        run.write_summary({"test": {"auroc": auroc, **intervals(probs, labels)}, **extra})
+        return run
+
+    for seed in (0, 1):
+        fake_run("fedavg-source", seed, 3.0)
+        fake_run("fedavg-source-fedbyol-init", seed, 3.0)
+        fake_run("fedavg-source-byol-init", seed, 0.5)
+    for z, eps, signal in ((0.01, 5e4, 2.0), (0.1, 650.0, 1.0), (1.0, 19.0, 0.0)):
+        fake_run(f"dp-fedavg-source-z{z}", 0, signal, (z, eps))
+    inits, dp_runs, base = pt.find_privacy_runs(load_config("tiny", [f"results={tmp_path}"]))
+    assert list(inits) == ["scratch", "centralized byol", "federated byol"] and len(base) == 2
+    rows = pt.init_comparison(inits, 200)
+    assert rows[1]["vs scratch"]["verdict"] == "worse" and rows[1]["vs scratch"]["n_seeds"] == 2
+    assert rows[2]["seeds"] == [0, 1] and "better" in pt.init_table(rows)
+    curve = pt.privacy_utility(dp_runs, base, 200)
+    assert [r["epsilon"] for r in curve] == [19.0, 650.0, 5e4, float("inf")]
+    assert curve[0]["vs non-private"]["verdict"] == "worse" and curve[0]["vs non-private"]["n_seeds"] == 1
+    assert "19" in pt.privacy_table(curve)
+    assert pt.plot_privacy_utility(curve, tmp_path / "pu.png").is_file()

@@ -30,66 +30,92 @@ def _auroc(run: Run) -> tuple[float, list]:
     return t["auroc"], t.get("auroc_ci", [math.nan, math.nan])
 
 
-def _paired(a: Run, b: Run, resamples: int) -> dict:
+def _seed(run: Run) -> int:
+    return int(run.config.get("train", {}).get("seed", 0))
+
+
+def _scored(runs: list[Run]):
     from dfflab.detector.scoring import load_scored
+
+    return [load_scored(r.path("test_scores.npz")) for r in runs]
+
+
+def _paired(a: list[Run], b: list[Run], resamples: int) -> dict | None:
+    """Paired difference over the seeds both sides have (paired by seed; seeds resampled too)."""
     from dfflab.evidence import paired_difference
 
-    return paired_difference(load_scored(a.path("test_scores.npz")), load_scored(b.path("test_scores.npz")),
-                             "auroc", n_resamples=resamples)
+    common = sorted({_seed(r) for r in a} & {_seed(r) for r in b})
+    if not common:
+        return None
+    pick = lambda runs: [next(r for r in runs if _seed(r) == s) for s in common]  # noqa: E731
+    return paired_difference(_scored(pick(a)), _scored(pick(b)), "auroc", n_resamples=resamples)
 
 
-def init_comparison(runs: dict[str, Run], resamples: int = 1000) -> list[dict]:
-    """One row per init (``runs``: label -> finished federated run; the first is the reference)."""
+def _row(label: str, runs: list[Run]) -> dict:
+    per = [_auroc(r) for r in runs]
+    return {"label": label, "runs": [r.name for r in runs], "seeds": [_seed(r) for r in runs],
+            "test_auroc": float(sum(a for a, _ in per) / len(per)), "per_seed": per}
+
+
+def init_comparison(runs: dict[str, list[Run]], resamples: int = 1000) -> list[dict]:
+    """One row per init (``runs``: label -> its finished federated runs, one per seed): mean test AUROC,
+    each seed's with its interval, and the paired difference from every init listed before it."""
     labels = list(runs)
     rows = []
     for i, label in enumerate(labels):
-        run = runs[label]
-        auroc, ci = _auroc(run)
-        row = {"init": label, "run": run.name, "test_auroc": auroc, "auroc_ci": ci}
+        row = _row(label, runs[label])
         for other in labels[:i]:
-            row[f"vs {other}"] = _paired(run, runs[other], resamples)
+            row[f"vs {other}"] = _paired(runs[label], runs[other], resamples)
         rows.append(row)
     return rows
 
 
-def privacy_utility(dp_runs: list[Run], base: Run | None, resamples: int = 1000) -> list[dict]:
-    """One row per DP run (sorted by epsilon), the non-private ``base`` first with epsilon inf."""
-    rows = []
-    for run in ([base] if base else []) + dp_runs:
+def privacy_utility(dp_runs: list[Run], base: list[Run], resamples: int = 1000) -> list[dict]:
+    """One row per DP run (sorted by epsilon), the non-private ``base`` runs (one per seed) first with
+    epsilon inf; each DP run's paired difference from the base run of its seed."""
+    rows = [{**_row("non-private", base), "noise_multiplier": None, "clip": None, "delta": None,
+             "epsilon": math.inf, "private": False}] if base else []
+    for run in dp_runs:
         s = run.summary()
-        dp = s.get("dp")
-        auroc, ci = _auroc(run)
-        row = {"run": run.name, "noise_multiplier": dp["noise_multiplier"] if dp else None,
-               "clip": dp["clip"] if dp else None, "delta": dp["delta"] if dp else None,
-               "epsilon": s["epsilon"] if dp else math.inf, "private": dp is not None and dp["noise_multiplier"] > 0,
-               "test_auroc": auroc, "auroc_ci": ci}
-        if base is not None and run is not base:
-            row["vs non-private"] = _paired(run, base, resamples)
+        dp = s["dp"]
+        row = {**_row(run.name, [run]), "noise_multiplier": dp["noise_multiplier"], "clip": dp["clip"],
+               "delta": dp["delta"], "epsilon": s["epsilon"], "private": dp["noise_multiplier"] > 0}
+        if base:
+            row["vs non-private"] = _paired([run], base, resamples)
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["epsilon"], r["run"]))
+    return sorted(rows, key=lambda r: (r["epsilon"], r["label"]))
 
 
 def _ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _seeds(row: dict) -> str:
+    return "; ".join(f"s{s}: {a:.3f} {_ci(ci)}" for s, (a, ci) in zip(row["seeds"], row["per_seed"], strict=True))
+
+
 def _diff(d: dict | None) -> str:
-    return "" if not d else f"{d['diff']:+.3f} {_ci(d['ci'])} ({d['verdict']})"
+    if not d:
+        return ""
+    seeds = f", {d['n_seeds']} seeds" if d["n_seeds"] > 1 else ""
+    return f"{d['diff']:+.3f} {_ci(d['ci'])} ({d['verdict']}{seeds})"
 
 
 def init_table(rows: list[dict]) -> str:
-    labels = [r["init"] for r in rows]
-    header = ["init", "test AUROC", "95% CI", *(f"vs {x} (paired)" for x in labels[:-1]), "run"]
-    return markdown_table(header, [[r["init"], r["test_auroc"], _ci(r["auroc_ci"]),
-                                    *(_diff(r.get(f"vs {x}")) for x in labels[:-1]), r["run"]] for r in rows])
+    labels = [r["label"] for r in rows]
+    header = ["init", "test AUROC (seed mean)", "per seed [95% CI]", *(f"vs {x} (paired)" for x in labels[:-1]), "runs"]
+    return markdown_table(header, [[r["label"], r["test_auroc"], _seeds(r),
+                                    *(_diff(r.get(f"vs {x}")) for x in labels[:-1]), ", ".join(r["runs"])]
+                                   for r in rows])
 
 
 def privacy_table(rows: list[dict]) -> str:
-    header = ["noise z", "clip C", "delta", "epsilon", "test AUROC", "95% CI", "vs non-private (paired)", "run"]
+    header = ["noise z", "clip C", "delta", "epsilon", "test AUROC", "per seed [95% CI]", "vs non-private (paired)",
+              "runs"]
     return markdown_table(header, [[r["noise_multiplier"] if r["noise_multiplier"] is not None else "none",
                                     r["clip"] if r["clip"] is not None else "none", r["delta"] or "",
-                                    f"{r['epsilon']:.3g}", r["test_auroc"], _ci(r["auroc_ci"]),
-                                    _diff(r.get("vs non-private")), r["run"]] for r in rows])
+                                    f"{r['epsilon']:.3g}", r["test_auroc"], _seeds(r),
+                                    _diff(r.get("vs non-private")), ", ".join(r["runs"])] for r in rows])
 
 
 def plot_privacy_utility(rows: list[dict], path: Path | str) -> Path | None:
@@ -102,7 +128,9 @@ def plot_privacy_utility(rows: list[dict], path: Path | str) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     eps = [r["epsilon"] for r in private]
     au = [r["test_auroc"] for r in private]
-    err = [[r["test_auroc"] - r["auroc_ci"][0] for r in private], [r["auroc_ci"][1] - r["test_auroc"] for r in private]]
+    ci = [r["per_seed"][0][1] for r in private]  # one run per DP setting
+    err = [[r["test_auroc"] - c[0] for r, c in zip(private, ci, strict=True)],
+           [c[1] - r["test_auroc"] for r, c in zip(private, ci, strict=True)]]
     ax.errorbar(eps, au, yerr=err, marker="o", capsize=3, label="DP-FedAvg (z = " +
                 ", ".join(f"{r['noise_multiplier']:g}" for r in private) + ")")
     for r, style in ((next((r for r in rows if r["noise_multiplier"] is None), None), "--"),
@@ -119,19 +147,35 @@ def plot_privacy_utility(rows: list[dict], path: Path | str) -> Path | None:
     return save_figure(fig, path)
 
 
-def find_privacy_runs(cfg, methods=("simclr", "byol")) -> tuple[dict[str, Run], list[Run], Run | None]:
-    """(inits to compare, DP runs, the non-private base) among the finished runs of ``cfg.results``."""
+def _newest_per_seed(results, name: str, fingerprint: str | None) -> list[Run]:
+    """The newest finished ``federated`` run of ``name`` per ``train.seed`` (on the same data), by seed."""
     from dfflab.runs import list_runs
 
-    base = find_run(cfg.results, "federated", name=BASE)
+    by_seed: dict[int, Run] = {}
+    for run in list_runs(results, "federated"):  # oldest first: newer ones replace older
+        if run.finished and run.record.get("name") == name and (
+                fingerprint is None or run.record.get("dataset_fingerprint") == fingerprint):
+            by_seed[_seed(run)] = run
+    return [by_seed[k] for k in sorted(by_seed)]
+
+
+def find_privacy_runs(cfg, methods=("simclr", "byol")) -> tuple[dict[str, list[Run]], list[Run], list[Run]]:
+    """(inits to compare: label -> runs by seed, DP runs, the non-private base runs) in ``cfg.results``;
+    everything on the data of the newest ``fedavg-source`` run."""
+    from dfflab.runs import list_runs
+
+    newest = find_run(cfg.results, "federated", name=BASE)
+    fp = newest.record.get("dataset_fingerprint") if newest else None
+    base = _newest_per_seed(cfg.results, BASE, fp)
     inits = {"scratch": base} if base else {}
     for m in methods:
         for label, name in ((f"centralized {m}", f"{BASE}-{m}-init"), (f"federated {m}", f"{BASE}-fed{m}-init")):
-            run = find_run(cfg.results, "federated", name=name)
-            if run is not None:
-                inits[label] = run
-    newest: dict[str, Run] = {}
+            runs = _newest_per_seed(cfg.results, name, fp)
+            if runs:
+                inits[label] = runs
+    dp: dict[str, Run] = {}
     for run in list_runs(cfg.results, "federated"):
-        if run.finished and run.record.get("name", "").startswith(f"dp-{BASE}-z"):
-            newest[run.record["name"]] = run  # list_runs is oldest first
-    return inits, list(newest.values()), base
+        if run.finished and run.record.get("name", "").startswith(f"dp-{BASE}-z") and (
+                fp is None or run.record.get("dataset_fingerprint") == fp):
+            dp[f"{run.record['name']}@{_seed(run)}"] = run  # list_runs is oldest first
+    return inits, list(dp.values()), base
