@@ -94,26 +94,46 @@ def test_noise_has_the_calibrated_spread(server_identity):
     assert np.std(mean["w"]) == pytest.approx(z * clip / n, rel=0.03)  # Gaussian of std z C / N
 
 
-def test_noised_batchnorm_statistics_are_made_valid(server_identity):
-    strategy = make_strategy(_dp("fl.dp-noise=50"), 3, set())
-    start = {"bn.running_var": np.full(500, 0.01, np.float32)}
-    mean, _ = _round(strategy, 1, start, [{k: np.full_like(v, 1e-4) for k, v in start.items()}] * 3)
-    assert mean["bn.running_var"].min() >= privacy.VAR_FLOOR  # std 16.7 noise pushed many below zero
-
-
-def test_dp_runs_federate_floats_without_batch_counters():
+def test_dp_runs_release_float_weights_and_no_batchnorm_statistics():
     cfg = _dp()
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     sent = privacy.dp_arrays(cfg, {**state, "scalar": torch.tensor(3.0)})
-    assert "1.num_batches_tracked" not in sent and sent["scalar"].shape == (1,)  # 0-d travels as 1-d
+    assert set(sent) == {"0.weight", "0.bias", "1.weight", "1.bias", "scalar"}  # BN affine yes, buffers no
+    assert sent["scalar"].shape == (1,)  # 0-d travels as 1-d (Flower's clipping skips 0-d arrays)
     assert all(v.is_floating_point() and v.dim() >= 1 for v in sent.values())
-    model[1].num_batches_tracked.fill_(7)
+    model[1].running_var.fill_(7)
     from dfflab.federated.task import load_state
 
-    load_state(model, {k: v for k, v in sent.items() if k != "scalar"})  # the counter stays the model's own
-    assert int(model[1].num_batches_tracked) == 7
+    load_state(model, {k: v for k, v in sent.items() if k != "scalar"})  # the statistics stay the model's own
+    assert torch.all(model[1].running_var == 7)
     assert privacy.dp_arrays(load_config("tiny"), state) is state  # no DP: untouched
+
+
+def test_dp_client_keeps_its_batchnorm_statistics(store, tmp_path):
+    cfg = tiny(store, tmp_path, "fl.dp-clip=5", "train.threads=1")
+    model, _ = initial_model(cfg, torch.device("cpu"))
+    msg = client_msg(cfg, model, 1)
+    msg.content["arrays"] = arrays_of({k: v.numpy() for k, v in privacy.dp_arrays(cfg, model.state_dict()).items()})
+    ctx = client_ctx(1)
+    out = client_app.app(msg, ctx)
+    assert not any(k.endswith("running_var") for k in out.content["arrays"].keys())
+    own = ctx.state[client_app.BN_STATE].to_torch_state_dict()
+    assert own and all(k.endswith(privacy.BN_BUFFERS) for k in own)
+    assert any(not torch.all(v == 1) for k, v in own.items() if k.endswith("running_var"))  # estimated on its data
+    _, _, _, _, _, loaded = client_app._setup(msg, ctx)  # next round: global weights, its own statistics
+    for k, v in own.items():
+        assert torch.equal(loaded.state_dict()[k].cpu(), v.to(loaded.state_dict()[k].dtype)), k
+
+
+def test_server_reestimates_batchnorm_on_its_validation_rows(store, tmp_path):
+    cfg = tiny(store, tmp_path, "fl.dp-clip=5")
+    model, _ = initial_model(cfg, torch.device("cpu"))
+    n = privacy.server_batchnorm(model, store, cfg, torch.device("cpu"))
+    from dfflab.federated.task import global_rows
+
+    assert n == len(global_rows(store, cfg)["val"])
+    assert any(not torch.all(m.running_var == 1) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def test_client_side_clipping_mod_bounds_the_update_it_sends(store, tmp_path):
@@ -138,7 +158,8 @@ def test_client_side_clipping_mod_bounds_the_update_it_sends(store, tmp_path):
 @pytest.mark.parametrize("extra,match", [(["fl.strategy=fedmedian"], "fl.strategy"),
                                          (["fl.min-nodes=2"], "fl.min-nodes"),
                                          (["fl.dp-delta=1.5"], "fl.dp-delta"),
-                                         (["fl.dp-clipping=both"], "fl.dp-clipping")])
+                                         (["fl.dp-clipping=both"], "fl.dp-clipping"),
+                                         (["fl.task=ssl"], "fl.task")])
 def test_bad_dp_settings_are_named(extra, match):
     from dfflab.federated.config import check_names
 

@@ -8,7 +8,8 @@ from the server); with ``fl.keep-optimizer`` every client its AdamW state.
 Test hooks: ``fl.fail-client`` raises or hangs (``fl.fail-mode``); the clients of
 ``fl.malicious`` attack (:mod:`dfflab.federated.attacks`). With ``fl.task=ssl`` a client
 pretrains instead (:mod:`dfflab.federated.ssl_client`); in a DP run (``fl.dp-clip``) Flower's
-``fixedclipping_mod`` clips the update it sends (:func:`dfflab.federated.privacy.clipping_mod`).
+``fixedclipping_mod`` clips the update it sends (:func:`dfflab.federated.privacy.clipping_mod`)
+and the client keeps its BatchNorm statistics, which it never sends.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from flwr.clientapp import ClientApp
 from dfflab.config import config_from_dict
 from dfflab.detector.recipe import new_model
 from dfflab.federated import attacks, privacy, ssl_client, task
+from dfflab.federated.config import dp_enabled
 from dfflab.federated.strategies import KEEPS_LOCAL_BN
 
 app = ClientApp()
-BN_STATE = "local-bn"  # context.state key of a FedBN client's own BatchNorm layers
+BN_STATE = "local-bn"  # context.state key of a FedBN client's own BatchNorm layers (DP: its BN buffers)
 OPT_STATE = "optimizer"  # context.state key of a client's AdamW state (fl.keep-optimizer)
 
 
@@ -36,7 +38,7 @@ def _setup(msg: Message, context: Context):
     store, rows = task.client_data(cfg, pid, cfg.fl.num_partitions)
     model = new_model(cfg, device)
     local = None
-    if cfg.fl.strategy in KEEPS_LOCAL_BN and BN_STATE in context.state:
+    if (cfg.fl.strategy in KEEPS_LOCAL_BN or dp_enabled(cfg.fl)) and BN_STATE in context.state:
         local = context.state[BN_STATE].to_torch_state_dict()
     task.load_state(model, msg.content["arrays"].to_torch_state_dict(), keep_local=local)
     return cfg, pid, device, store, rows, model
@@ -73,6 +75,8 @@ def train(msg: Message, context: Context) -> Message:
     state = task.state_of(model)
     if cfg.fl.strategy in KEEPS_LOCAL_BN:
         context.state[BN_STATE] = ArrayRecord({k: state[k] for k in task.bn_keys(model)})
+    elif dp_enabled(cfg.fl):  # a DP run releases no BatchNorm statistics: the client keeps its own
+        context.state[BN_STATE] = ArrayRecord(privacy.local_buffers(state))
     if pid in attacks.malicious_ids(cfg):
         state = attacks.poison(state, start, cfg.fl.attack, cfg.fl.attack_scale)
     metrics = MetricRecord({"num-examples": len(rows["train"]), "partition-id": pid, **stats,

@@ -135,6 +135,9 @@ def _check_dp(fl: FLConfig) -> None:
     if dp_enabled(fl) and fl.strategy not in DP_STRATEGIES:
         raise ConfigError(f"fl.dp-clip > 0 needs fl.strategy in {', '.join(DP_STRATEGIES)} (an unweighted mean "
                           f"of clipped updates, what the noise is calibrated to), not {fl.strategy}")
+    if dp_enabled(fl) and fl.task != "detector":
+        raise ConfigError("fl.dp-clip > 0 is DP-FedAvg for fine-tuning the detector (fl.task=detector); "
+                          f"not implemented for fl.task={fl.task}")
     if dp_enabled(fl) and fl.min_nodes not in (0, fl.num_partitions):
         raise ConfigError(f"fl.dp-clip > 0 needs every client every round (fl.min-nodes 0 or N), not "
                           f"fl.min-nodes={fl.min_nodes}: the noise and the accountant assume N updates")

@@ -82,6 +82,8 @@ def _detector(grid: Grid, cfg, meta: dict, store, t0: float) -> None:
         """The centralized metrics of the global model, logged as one metrics.csv row."""
         recorder.mark(server_round, "server")
         task.load_state(model, arrays.to_torch_state_dict())
+        if dp:  # the update carries no BatchNorm statistics: the server's own, from its validation rows
+            privacy.server_batchnorm(model, store, cfg, device)
         last.update(task.global_eval(model, store, cfg, device))
         if server_round == 0 and done:  # the resumed-from model: its row is already there
             return MetricRecord({"round": float(done)})
@@ -102,5 +104,5 @@ def _detector(grid: Grid, cfg, meta: dict, store, t0: float) -> None:
     dp_record = {"dp": privacy.summary(cfg.fl, strategy), "epsilon": privacy.epsilon(strategy)} if dp else {}
     records.finish(run, cfg, store, model, last, {
         "init_path": init_path, "partition": parts, "seconds": round(time.time() - t0, 2),
-        "device": str(device), **dp_record}, recorder.client_states, device)
+        "device": str(device), **dp_record}, {} if dp else recorder.client_states, device)  # DP: no client BN
     log(INFO, "dfflab run folder: %s (test AUROC %.4f)", run.dir, last["test"]["auroc"])
