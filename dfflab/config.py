@@ -99,8 +99,9 @@ class PipelineConfig:
     dp_noises: list = doc(["0.001", "0.01", "1"], "Noise multipliers of the DP-FedAvg runs (FedAvg by source, "
                           "pipeline.dp-clip) for the privacy-utility curve; 0 = clipping only ([] = none).",
                           result=False)
-    dp_clip: float = doc(2.0, "Clip C of those runs: about the median client update norm over the rounds of "
-                         "quick's FedAvg by source (16 in round 1, 0.25 in round 10).", result=False)
+    dp_clip: float = doc(1.0, "Clip C of those runs: about the median client update norm (weights) over the "
+                         "rounds of quick's FedAvg by source (1.0 in round 1, 1.9 in round 2, 0.06 in round 10).",
+                         result=False)
 
 
 @dataclass
