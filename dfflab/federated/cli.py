@@ -17,7 +17,9 @@ def register(sub) -> None:
                         description="Train the detector with Flower's simulation engine: fl.num-partitions "
                         "clients partitioned by fl.partitioning, fl.rounds rounds of fl.strategy. Starts "
                         "and stops its own SuperLink. Writes a run folder under <results>/runs/.",
-                        epilog="e.g. dfflab federated run --set fl.strategy=fedprox --set fl.proximal-mu=0.1")
+                        epilog="e.g. dfflab federated run --set fl.strategy=fedprox --set fl.proximal-mu=0.1; "
+                        "DP-FedAvg: --set fl.dp-clip=1 --set fl.dp-noise=0.1 (epsilon at fl.dp-delta per round in "
+                        "metrics.csv); from an SSL backbone: --set train.init=<ssl or federated-ssl run folder>")
     add_config_args(p)
     _run_args(p)
     p.add_argument("--no-resume", dest="resume", action="store_false",
