@@ -112,8 +112,10 @@ def init_table(rows: list[dict]) -> str:
 def privacy_table(rows: list[dict]) -> str:
     header = ["noise z", "clip C", "delta", "epsilon", "test AUROC", "per seed [95% CI]", "vs non-private (paired)",
               "runs"]
-    return markdown_table(header, [[r["noise_multiplier"] if r["noise_multiplier"] is not None else "none",
-                                    r["clip"] if r["clip"] is not None else "none", r["delta"] or "",
+    def g(v):
+        return "none" if v is None else f"{v:g}"
+
+    return markdown_table(header, [[g(r["noise_multiplier"]), g(r["clip"]), g(r["delta"]),
                                     f"{r['epsilon']:.3g}", r["test_auroc"], _seeds(r),
                                     _diff(r.get("vs non-private")), ", ".join(r["runs"])] for r in rows])
 
