@@ -2,7 +2,7 @@
 stages, failure reporting.
 
 One epoch/round per stage keeps it to seconds per stage; the federated stage is the slow
-one (five Flower runs, each starting its own SuperLink).
+one (nine Flower runs, each starting its own SuperLink).
 """
 
 import json
