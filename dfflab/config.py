@@ -109,6 +109,15 @@ class PipelineConfig:
     fl_search: bool = doc(False, "Run the federated recipe search (`dfflab federated search`) first and train the "
                           "by-source runs with its accepted recipe; off: the preset's [fl] is the recipe.",
                           result=False)
+    fl_ssl: list = doc(["byol"], "The fully federated path, per method: federated SSL (`dfflab federated ssl`), then "
+                       "FedAvg by source from its backbone, beside FedAvg from the centralized SSL backbone ([] = "
+                       "skip).", result=False)
+    dp_noises: list = doc(["0.001", "0.01", "1"], "Noise multipliers of the DP-FedAvg runs (FedAvg by source, "
+                          "pipeline.dp-clip) for the privacy-utility curve; 0 = clipping only ([] = none).",
+                          result=False)
+    dp_clip: float = doc(1.0, "Clip C of those runs: about the median client update norm (weights) over the "
+                         "rounds of quick's FedAvg by source (1.0 in round 1, 1.9 in round 2, 0.06 in round 10).",
+                         result=False)
 
 
 @dataclass

@@ -35,7 +35,8 @@ STAGES: list[tuple[str, str]] = [
     ("centralized", "detector from scratch and from each SSL backbone, robustness"),
     ("crossgen", "cross-generator matrix and leave-one-generator-out"),
     ("label-efficiency", "1% / 10% / 100% labels, SSL vs scratch"),
-    ("federated", "Flower: FedAvg, FedProx, FedBN (source), FedAvg (IID), local-only"),
+    ("federated", "Flower: FedAvg, FedProx, FedBN (source), FedAvg (IID), local-only, federated SSL -> FedAvg, "
+                  "DP-FedAvg"),
     ("uq", "calibration, MC dropout, ensembles, unseen generators"),
     ("generative", "conditional GAN: three recorded iterations, FID/KID, fooling rate"),
     ("report", "comparison plots and REPORT.md"),
@@ -278,6 +279,51 @@ def _federated_runs(p: Pipeline) -> dict:
             cfg, name="local-only", parent=parent,
             note="Each client trains alone on its own generator: the lower bound federation must beat.",
             progress=p.progress)
+        base = derive(p.cfg, {**recipe, "fl.strategy": "fedavg", "fl.partitioning": "source", "train.seed": seed})
+        out.update(_fully_federated(p, base, seed, seeds[0]))
+        out.update(_privacy_curve(p, base, seed, seeds[0], parent=out[_key("fedavg-source", seed, seeds[0])].name))
+    return out
+
+
+def _federated(cfg, name: str, note: str, p: Pipeline, parent: str | None = None, stage: str = "federated") -> Run:
+    """The finished run of ``name`` with ``cfg`` (kept from before a crash), else a new Flower run."""
+    from dfflab.federated.launcher import run_federated
+
+    return find_run(cfg.results, stage, name=name, cfg=cfg) or run_federated(
+        cfg, name=name, parent=parent, note=note, progress=p.progress)
+
+
+def _fully_federated(p: Pipeline, base, seed: int, first: int) -> dict:
+    """Per ``pipeline.fl-ssl`` method: federated SSL, then FedAvg by source from its backbone, and
+    from the centralized SSL backbone of the same method (scratch is ``fedavg-source``)."""
+    from dfflab.federated.ssl_server import ssl_config
+
+    out = {}
+    for method in p.cfg.pipeline.fl_ssl:
+        cfg = ssl_config(derive(base, {"ssl.method": method}))
+        fed = _federated(cfg, f"ssl-{method}", f"Federated {method}: each client pretrains on its own unlabeled "
+                         "images, the server averages the online network; no image is pooled.", p,
+                         parent=p.run_dir("ssl", method), stage="federated-ssl")
+        out[_key(f"ssl-{method}", seed, first)] = fed
+        inits = {f"fedavg-source-fed{method}-init": (str(fed.dir), f"the federated {method} run")}
+        if p.run_dir("ssl", method):
+            inits[f"fedavg-source-{method}-init"] = (p.run_dir("ssl", method), f"the centralized {method} run")
+        for name, (init, what) in inits.items():
+            out[_key(name, seed, first)] = _federated(
+                derive(base, {"train.init": init}), name, f"FedAvg by source, backbone from {what}: does "
+                "pretraining help federated fine-tuning, and must it pool the images?", p, parent=fed.name)
+    return out
+
+
+def _privacy_curve(p: Pipeline, base, seed: int, first: int, parent: str) -> dict:
+    """DP-FedAvg by source at ``pipeline.dp-clip`` for each ``pipeline.dp-noises``: the privacy-utility curve."""
+    out = {}
+    for z in p.cfg.pipeline.dp_noises:
+        name = f"dp-fedavg-source-z{z}"
+        cfg = derive(base, {"fl.dp-clip": p.cfg.pipeline.dp_clip, "fl.dp-noise": float(z)})
+        out[_key(name, seed, first)] = _federated(
+            cfg, name, f"DP-FedAvg: client updates clipped to {p.cfg.pipeline.dp_clip:g}, noise multiplier {z}; "
+            "epsilon per round from the RDP accountant.", p, parent=parent)
     return out
 
 

@@ -52,6 +52,7 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "ensemble": ("data", "model", "train"),
     "label-efficiency": ("data", "model", "train", "ssl"),
     "federated": ("data", "model", "train", "fl"),
+    "federated-ssl": ("data", "model", "ssl", "fl", "!ssl.label-fractions", *TRAIN_CONDITIONS),
     "ssl": ("data", "model", "ssl", "!ssl.label-fractions", *TRAIN_CONDITIONS),
     "ssl-views": ("data", "model", "ssl", "!ssl.label-fractions", *TRAIN_CONDITIONS),
     "generative": ("data", "gan", *TRAIN_CONDITIONS),

@@ -2,7 +2,7 @@
 stages, failure reporting.
 
 One epoch/round per stage keeps it to seconds per stage; the federated stage is the slow
-one (five Flower runs, each starting its own SuperLink).
+one (nine Flower runs, each starting its own SuperLink).
 """
 
 import json
@@ -21,7 +21,8 @@ def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipe")
     cfg = load_config("tiny", [f"results={tmp / 'results'}", f"data.root={tmp / 'synthdff-tiny'}",
                                "data.n-real=16", "train.epochs=1", "ssl.epochs=1", "fl.rounds=1",
-                               "gan.epochs=1", "uq.mc-samples=3", "ssl.label-fractions=0.5,1"])
+                               "gan.epochs=1", "uq.mc-samples=3", "ssl.label-fractions=0.5,1",
+                               "ssl.batch-size=8", "pipeline.dp-noises=0.5"])
     only = list(pipeline.STAGE_FUNCS)
     assert pipeline.Pipeline(cfg, [], only, progress=False).run() == 0
     return cfg, tmp / "results", only
@@ -55,8 +56,14 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
     assert {cells[f"{k}-f1-s0"] for k in ("scratch", "simclr", "byol")} == {d.name for d in central.values()}
     assert cells["scratch-f0.5-s0"] not in {d.name for d in central.values()}
     fed = _runs(state, results, "federated")
-    assert set(fed) == {"fedavg-source", "fedprox-source", "fedbn-source", "fedavg-iid", "local-only"}
+    assert set(fed) == {"fedavg-source", "fedprox-source", "fedbn-source", "fedavg-iid", "local-only", "ssl-byol",
+                        "fedavg-source-fedbyol-init", "fedavg-source-byol-init", "dp-fedavg-source-z0.5"}
     assert all(json.loads((d / "summary.json").read_text()) for d in fed.values())
+    # the fully federated path: federated SSL, then federated fine-tuning from its backbone
+    init = json.loads((fed["fedavg-source-fedbyol-init"] / "config.json").read_text())["config"]["train"]["init"]
+    assert init == str(fed["ssl-byol"]) and (fed["ssl-byol"] / "backbone.pt").is_file()
+    dp = json.loads((fed["dp-fedavg-source-z0.5"] / "summary.json").read_text())
+    assert dp["dp"]["noise_multiplier"] == 0.5 and dp["epsilon"] > 0
     gen = _runs(state, results, "generative")
     chain = json.loads((gen["evolution"] / "summary.json").read_text())["chain"]
     assert [r["step"] for r in chain] == ["baseline", "sn-projection", "diffaug-ema"]

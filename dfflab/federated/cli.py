@@ -1,4 +1,4 @@
-"""``dfflab federated run|local-only|search|deploy-local|robustness|partition-plot|app-config``."""
+"""``dfflab federated run|ssl|local-only|search|deploy-local|robustness|privacy-tables|partition-plot|app-config``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,31 @@ def register(sub) -> None:
                         description="Train the detector with Flower's simulation engine: fl.num-partitions "
                         "clients partitioned by fl.partitioning, fl.rounds rounds of fl.strategy. Starts "
                         "and stops its own SuperLink. Writes a run folder under <results>/runs/.",
-                        epilog="e.g. dfflab federated run --set fl.strategy=fedprox --set fl.proximal-mu=0.1")
+                        epilog="e.g. dfflab federated run --set fl.strategy=fedprox --set fl.proximal-mu=0.1; "
+                        "DP-FedAvg: --set fl.dp-clip=1 --set fl.dp-noise=0.1 (epsilon at fl.dp-delta per round in "
+                        "metrics.csv); from an SSL backbone: --set train.init=<ssl or federated-ssl run folder>")
     add_config_args(p)
     _run_args(p)
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh even if a crashed run of this name and settings exists")
     p.set_defaults(func=cmd_run)
+
+    p = fsub.add_parser("ssl", help="federated self-supervised pretraining (SimCLR, BYOL/FedEMA) of the backbone",
+                        description="Each of fl.num-partitions clients pretrains the detector's backbone on its own "
+                        "unlabeled training images with ssl.method; the server averages the online network "
+                        "(BYOL: the target network stays on the clients, fl.ssl-update=fedema|fedbyol). The run "
+                        "folder's backbone.pt is what --set train.init=<run> loads, for `dfflab federated run` "
+                        "and `dfflab centralized train`. Same as `flwr run .` with fl.task=\"ssl\".",
+                        epilog="e.g. dfflab federated ssl --method byol --preset quick; then dfflab federated run "
+                        "--preset quick --set train.init=<the ssl run folder>")
+    add_config_args(p)
+    p.add_argument("--method", choices=("simclr", "byol"), help="SSL method (default: ssl.method)")
+    p.add_argument("--rounds", type=int, help="rounds (default: ssl.epochs / fl.local-epochs, so each client "
+                   "makes as many passes over its images as centralized pretraining makes over all of them)")
+    _run_args(p)
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start afresh even if a crashed run of this name and settings exists")
+    p.set_defaults(func=cmd_ssl)
 
     p = fsub.add_parser("local-only", help="baseline: each client trains alone on its partition",
                         description="Each client of fl.partitioning trains alone (no communication) for "
@@ -67,6 +86,15 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_robustness)
 
+    p = fsub.add_parser("privacy-tables", help="tables: SSL inits for FedAvg, DP-FedAvg's privacy-utility (paired CIs)",
+                        description="From the finished runs in <results> (the pipeline's names): FedAvg by source "
+                        "from scratch vs from the centralized and the federated SSL backbones, and each DP-FedAvg "
+                        "run's epsilon beside its test AUROC, with 95%% intervals and paired differences; plots "
+                        "test AUROC against epsilon. Trains nothing.")
+    add_config_args(p)
+    p.add_argument("--out", help="plot path (default: <results>/privacy_utility.png)")
+    p.set_defaults(func=cmd_privacy_tables)
+
     p = fsub.add_parser("app-config", help="write pyproject.toml's Flower run-config table from the settings",
                         description="Regenerate [tool.flwr.app.config] in pyproject.toml from dfflab/config.py, "
                         "so `flwr run . --run-config` accepts every data/model/train/fl setting. Run it after "
@@ -84,7 +112,8 @@ def register(sub) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", help="run name (default: <strategy>-<partitioning>, local-only-<partitioning>)")
+    p.add_argument("--name", help="run name (default: <strategy>-<partitioning>, local-only-<partitioning>, "
+                   "ssl-<method>-<partitioning>)")
     p.add_argument("--parent", help="run folder this run evolves from (recorded in config.json)")
     p.add_argument("--note", default="", help="what this run changes and why (recorded in config.json)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -95,6 +124,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dfflab.federated.launcher import run_federated
 
     cfg = config_from_args(args)
+    try:
+        run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet,
+                      resume=args.resume)
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"dfflab: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_ssl(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.federated.launcher import run_federated
+    from dfflab.federated.ssl_server import ssl_config
+
+    cfg = ssl_config(config_from_args(args), method=args.method, rounds=args.rounds)
     try:
         run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet,
                       resume=args.resume)
@@ -151,6 +195,28 @@ def cmd_partition_plot(args: argparse.Namespace) -> int:
         for row in table:
             print("  " + "  ".join(f"{v}" for v in row.values()))
     print(f"plot: {out}")
+    return 0
+
+
+def cmd_privacy_tables(args: argparse.Namespace) -> int:
+    from dfflab.cli import config_from_args
+    from dfflab.federated import privacy_tables as pt
+
+    cfg = config_from_args(args)
+    inits, dp_runs, base = pt.find_privacy_runs(cfg)
+    if len(inits) > 1:
+        print("## Inits for federated fine-tuning (FedAvg, one generator per client)\n")
+        print(pt.init_table(pt.init_comparison(inits, cfg.train.bootstrap)))
+    if dp_runs:
+        rows = pt.privacy_utility(dp_runs, base, cfg.train.bootstrap)
+        print("## Privacy-utility (DP-FedAvg, client-level epsilon)\n")
+        print(pt.privacy_table(rows))
+        plot = pt.plot_privacy_utility(rows, args.out or Path(cfg.results) / "privacy_utility.png")
+        if plot:
+            print(f"plot: {plot}")
+    if len(inits) <= 1 and not dp_runs:
+        print(f"no federated SSL-init or DP runs in {cfg.results}", file=sys.stderr)
+        return 1
     return 0
 
 

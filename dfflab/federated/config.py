@@ -17,10 +17,17 @@ STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedbn", "fedmedian", "
 PARTITIONINGS = ("source", "iid", "dirichlet")
 ATTACKS = ("label-flip", "scale", "nan", "inf")
 FAIL_MODES = ("raise", "hang")
+TASKS = ("detector", "ssl")
+SSL_UPDATES = ("fedema", "fedbyol")
+DP_CLIPPINGS = ("client", "server")
+DP_STRATEGIES = ("fedavg", "fedprox")  # Flower's accountant needs FedAvg's uniform mean (see privacy.py)
 
 
 @dataclass
 class FLConfig:
+    task: str = _f("detector", "What the federation trains: detector (the real/fake detector) or ssl (self-supervised "
+                   "pretraining of the backbone with ssl.method on each client's unlabeled images; "
+                   "dfflab/federated/ssl_task.py).")
     rounds: int = _f(12, "Federated rounds (x local-epochs = the epochs-equivalent of train.epochs).")
     local_epochs: int = _f(1, "Client epochs per round.")
     keep_optimizer: bool = _f(False, "Each client keeps its AdamW state across rounds (in Flower's context.state) "
@@ -66,12 +73,46 @@ class FLConfig:
                      "(send global + attack-scale x their update), nan or inf (non-finite weights).")
     attack_scale: float = _f(-10.0, "Scale attack: factor on the malicious update (negative = against "
                              "the descent direction).")
+    ssl_update: str = _f("fedema", "Federated BYOL: how a client starts a round (SimCLR always takes the global "
+                         "online network). fedema (Zhuang et al. 2022): online network and predictor = an EMA of "
+                         "its own and the global one, weighted by their divergence; fedbyol: take the global ones. "
+                         "The target network stays on the client in both.")
+    ema_tau: float = _f(0.7, "FedEMA autoscaler target tau: lambda = tau / divergence at a client's first update, "
+                        "so it keeps tau of its own weights then (the paper's 0.7).")
+    dp_clip: float = _f(0.0, "DP-FedAvg (McMahan et al. 2018): L2 bound C on each client's model update per round "
+                        "(0 = no differential privacy). Client-level DP: it bounds what one client's whole data "
+                        "set can change.")
+    dp_noise: float = _f(1.0, "DP-FedAvg noise multiplier z: Gaussian noise of std z*C/N is added to the mean of "
+                         "the N clipped updates (0 = clipping only, no privacy guarantee: epsilon inf).")
+    dp_delta: float = _f(1e-5, "delta at which epsilon is reported after every round (RDP accountant of "
+                         "dp-accounting, all N clients every round: no sampling amplification).")
+    dp_clipping: str = _f("client", "Where updates are clipped: client (each client clips its own before sending: "
+                          "Flower's fixedclipping_mod) or server (the server clips what it receives).")
+
+
+def dp_enabled(fl: FLConfig) -> bool:
+    """Whether the run is DP-FedAvg (``fl.dp-clip`` > 0)."""
+    return fl.dp_clip > 0
+
+
+def run_stage(fl: FLConfig) -> str:
+    """The run folder's stage: ``federated`` (detector) or ``federated-ssl``."""
+    return "federated-ssl" if fl.task == "ssl" else "federated"
+
+
+def default_name(cfg) -> str:
+    """A federated run's default name: ``<strategy>-<partitioning>``, ``ssl-<method>-<partitioning>``."""
+    if cfg.fl.task == "ssl":
+        return f"ssl-{cfg.ssl.method}-{cfg.fl.partitioning}"
+    return f"{cfg.fl.strategy}-{cfg.fl.partitioning}"
 
 
 def check_names(fl: FLConfig) -> None:
-    """Raise ConfigError naming ``fl.strategy`` / ``fl.partitioning`` when unknown."""
+    """Raise ConfigError naming the ``fl.*`` setting whose value is unknown or out of range."""
     for key, value, known in (("strategy", fl.strategy, STRATEGIES), ("partitioning", fl.partitioning, PARTITIONINGS),
-                              ("attack", fl.attack, ATTACKS), ("fail-mode", fl.fail_mode, FAIL_MODES)):
+                              ("attack", fl.attack, ATTACKS), ("fail-mode", fl.fail_mode, FAIL_MODES),
+                              ("task", fl.task, TASKS), ("ssl-update", fl.ssl_update, SSL_UPDATES),
+                              ("dp-clipping", fl.dp_clipping, DP_CLIPPINGS)):
         if value not in known:
             raise ConfigError(f"fl.{key}: unknown '{value}' (known: {', '.join(known)})")
     if fl.num_partitions < 1:
@@ -83,3 +124,20 @@ def check_names(fl: FLConfig) -> None:
         raise ConfigError(f"fl.min-nodes={fl.min_nodes}: must be in 0..fl.num-partitions ({fl.num_partitions})")
     if not 0.0 <= fl.fraction_evaluate <= 1.0:
         raise ConfigError(f"fl.fraction-evaluate={fl.fraction_evaluate}: must be in [0, 1]")
+    _check_dp(fl)
+
+
+def _check_dp(fl: FLConfig) -> None:
+    if fl.dp_clip < 0 or fl.dp_noise < 0:
+        raise ConfigError(f"fl.dp-clip={fl.dp_clip} and fl.dp-noise={fl.dp_noise} must be >= 0")
+    if not 0.0 < fl.dp_delta < 1.0:
+        raise ConfigError(f"fl.dp-delta={fl.dp_delta}: must be in (0, 1)")
+    if dp_enabled(fl) and fl.strategy not in DP_STRATEGIES:
+        raise ConfigError(f"fl.dp-clip > 0 needs fl.strategy in {', '.join(DP_STRATEGIES)} (an unweighted mean "
+                          f"of clipped updates, what the noise is calibrated to), not {fl.strategy}")
+    if dp_enabled(fl) and fl.task != "detector":
+        raise ConfigError("fl.dp-clip > 0 is DP-FedAvg for fine-tuning the detector (fl.task=detector); "
+                          f"not implemented for fl.task={fl.task}")
+    if dp_enabled(fl) and fl.min_nodes not in (0, fl.num_partitions):
+        raise ConfigError(f"fl.dp-clip > 0 needs every client every round (fl.min-nodes 0 or N), not "
+                          f"fl.min-nodes={fl.min_nodes}: the noise and the accountant assume N updates")

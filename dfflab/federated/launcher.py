@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from dfflab.config import ConfigError
-from dfflab.federated.config import check_names
+from dfflab.federated.config import check_names, default_name, run_stage
 from dfflab.federated.runconfig import absolute_paths, declared_keys, to_run_config
 from dfflab.files import atomic_write_text
 from dfflab.runs import Run, open_or_resume
@@ -206,7 +206,7 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
         RuntimeError: the run ended without a summary (the ServerApp failed); the
             message holds the end of ``flower.log``.
     """
-    name = name or f"{cfg.fl.strategy}-{cfg.fl.partitioning}"
+    name = name or default_name(cfg)
     cfg, run, rc_path = prepare_run(cfg, name, note, progress, parent=parent, resume=resume, extra=extra)
     app = app_dir()
     cmd = flwr_command(app, rc_path, cfg)
@@ -230,9 +230,9 @@ def run_federated(cfg, *, name: str | None = None, parent: str | None = None, no
         raise RuntimeError(f"federated run {run.dir} ended without summary.json (flwr exit code {code}); "
                            f"end of {run.path('flower.log')}:\n{flower_log_tail(run)}")
     if progress:
-        s = run.summary()
-        print(f"{name}: test AUROC {s['test']['auroc']:.4f}, accuracy {s['test']['accuracy']:.4f} "
-              f"after {s['rounds_run']} rounds; {wall:.1f} s wall; run folder {run.dir}")
+        from dfflab.federated.records import result_line
+
+        print(f"{name}: {result_line(run.summary())}; {wall:.1f} s wall; run folder {run.dir}")
     return run
 
 
@@ -250,7 +250,7 @@ def prepare_run(cfg, name: str, note: str = "", progress: bool = True, *, parent
     check_names(cfg.fl)
     store = ensure_store(cfg, progress=progress)
     check_source_n(cfg, store)  # a bad N fails now, not inside Flower
-    run, _ = open_or_resume(cfg, STAGE, name, fingerprint=store.fingerprint, parent=parent, note=note,
+    run, _ = open_or_resume(cfg, run_stage(cfg.fl), name, fingerprint=store.fingerprint, parent=parent, note=note,
                             resume=resume, extra=extra, quiet=not progress)
     rc = to_run_config(cfg, declared_keys(app_dir()), **{"run-dir": str(run.dir), "name": name, "note": note})
     import tomli_w  # ships with flwr

@@ -163,9 +163,23 @@ def open_run(cfg, meta: dict[str, str], fingerprint: str) -> Run:
         run = Run.open(meta["run-dir"])
         run.update_record(config=cfg.to_dict())  # what the ServerApp resolved is what ran
         return run
-    name = meta.get("name") or f"{cfg.fl.strategy}-{cfg.fl.partitioning}"
-    return Run.create(cfg.results, STAGE, name, cfg.to_dict(), note=meta.get("note", ""),
+    from dfflab.federated.config import default_name, run_stage
+
+    name = meta.get("name") or default_name(cfg)
+    return Run.create(cfg.results, run_stage(cfg.fl), name, cfg.to_dict(), note=meta.get("note", ""),
                       fingerprint=fingerprint)
+
+
+def result_line(summary: dict) -> str:
+    """The one-line result of a finished run (the launcher prints it)."""
+    if "test" in summary:
+        eps = f", epsilon {summary['epsilon']:.3g} at delta {summary['dp']['delta']:g}" if "dp" in summary else ""
+        return (f"test AUROC {summary['test']['auroc']:.4f}, accuracy {summary['test']['accuracy']:.4f} "
+                f"after {summary['rounds_run']} rounds{eps}")
+    knn = summary.get("knn", {})
+    return (f"kNN real/fake acc {knn.get('knn_real_fake_acc_test', float('nan')):.3f} (test), linear real/fake "
+            f"{summary.get('linear', {}).get('linear_real_fake_acc_test', float('nan')):.3f} after "
+            f"{summary.get('rounds_run')} rounds")
 
 
 def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],

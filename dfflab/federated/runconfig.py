@@ -1,8 +1,8 @@
 """Flower's run config <-> dfflab's :class:`~dfflab.config.Config`.
 
 ``[tool.flwr.app.config]`` in ``pyproject.toml`` declares every key a run may
-override: the dfflab settings of ``results``, ``[data]``, ``[model]``, ``[train]`` and
-``[fl]`` under their usual kebab-case names (``fl.rounds``, ``train.init``), each
+override: the dfflab settings of ``results``, ``[data]``, ``[model]``, ``[train]``, ``[ssl]``
+(federated SSL: ``fl.task="ssl"``) and ``[fl]`` under their usual kebab-case names (``fl.rounds``, ``train.init``), each
 ``""`` there, meaning "the preset's value", plus :data:`EXTRA` (``preset``, ``run-dir``,
 ``name``, ``note``, ``base``). So::
 
@@ -41,7 +41,7 @@ EXTRA_HELP = {
     "name": "run name (\"\" = <strategy>-<partitioning>)",
     "note": "what the run changes and why (config.json)",
 }
-SECTIONS = ("data", "model", "train", "fl")
+SECTIONS = ("data", "model", "train", "ssl", "fl")
 TABLE = "[tool.flwr.app.config]"
 
 

@@ -51,7 +51,7 @@ from flwr.serverapp.strategy.strategy_utils import (
 
 from dfflab.federated.attacks import is_finite
 from dfflab.federated.config import STRATEGIES as NAMES
-from dfflab.federated.config import check_names
+from dfflab.federated.config import check_names, dp_enabled
 
 CLIENT_KEYS = ("partition-id",)  # identify a client: reported, never averaged
 
@@ -171,8 +171,9 @@ def finite_reply(msg: Message) -> bool:
     return all(is_finite(a.numpy() for a in rec.values()) for rec in msg.content.array_records.values())
 
 
-def make_strategy(cfg, num_nodes: int, bn_keys: set[str], recorder: Any = None) -> Strategy:
-    """The strategy ``cfg.fl.strategy`` names, guarded against non-finite updates.
+def make_strategy(cfg, num_nodes: int, bn_keys: set[str], recorder: Any = None, done_rounds: int = 0) -> Strategy:
+    """The strategy ``cfg.fl.strategy`` names, guarded against non-finite updates; with
+    ``fl.dp-clip`` > 0 inside Flower's DP wrapper with its accountant (:mod:`dfflab.federated.privacy`).
 
     Each round samples every connected client (``fraction-train = 1``) and waits for at
     least ``fl.min-nodes`` (0 = ``num_nodes``); ``fl.fraction-evaluate`` of them validate.
@@ -180,6 +181,7 @@ def make_strategy(cfg, num_nodes: int, bn_keys: set[str], recorder: Any = None) 
     Args:
         bn_keys: the model's BatchNorm state-dict keys (FedAdam averages their buffers).
         recorder: see :class:`Guarded`.
+        done_rounds: rounds a resumed run finished before (the DP accountant counts them).
     """
     check_names(cfg.fl)
     cls, extra = STRATEGIES[cfg.fl.strategy]
@@ -189,5 +191,11 @@ def make_strategy(cfg, num_nodes: int, bn_keys: set[str], recorder: Any = None) 
                   min_evaluate_nodes=need if evaluating else 0, min_available_nodes=need,
                   train_metrics_aggr_fn=aggregate_metrics, evaluate_metrics_aggr_fn=aggregate_metrics,
                   **extra(cfg, bn_keys))
+    guard = dict(recorder=recorder, num_nodes=num_nodes, wait_nodes=cfg.fl.wait_nodes)
+    if dp_enabled(cfg.fl):
+        from dfflab.federated import privacy
+
+        inner = cls(**{**kwargs, "weighted_by_key": privacy.WEIGHT_KEY})
+        return privacy.dp_wrapped(Guarded, inner, cfg.fl, num_nodes, done_rounds, **guard)
     guarded = type(f"Guarded{cls.__name__}", (Guarded, cls), {})
-    return guarded(recorder=recorder, num_nodes=num_nodes, wait_nodes=cfg.fl.wait_nodes, **kwargs)
+    return guarded(**guard, **kwargs)

@@ -81,11 +81,20 @@ def bn_keys(model: nn.Module) -> set[str]:
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], keep_local: dict | None = None) -> None:
     """Load ``state`` (e.g. the global model), then ``keep_local`` on top (FedBN's BN layers).
 
-    Aggregated counters arrive as floats; they are cast back to each buffer's dtype.
+    Aggregated counters arrive as floats (in a DP run, 0-d arrays arrive as 1-element ones, and
+    BatchNorm buffers not at all: the model keeps its own); they are cast and reshaped back to
+    each buffer's dtype and shape.
     """
     own = model.state_dict()
-    merged = {k: torch.as_tensor(v).to(own[k].dtype) for k, v in state.items()}
-    merged.update({k: torch.as_tensor(v).to(own[k].dtype) for k, v in (keep_local or {}).items()})
+
+    def fit(k, v):
+        v = torch.as_tensor(v).to(own[k].dtype)
+        return v.reshape(own[k].shape) if v.dim() != own[k].dim() and v.numel() == own[k].numel() else v
+
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    merged = {k: v for k, v in own.items() if k.endswith(buffers) and k not in state}  # DP: the model's own
+    merged.update({k: fit(k, v) for k, v in state.items()})
+    merged.update({k: fit(k, v) for k, v in (keep_local or {}).items()})
     model.load_state_dict(merged)
 
 
