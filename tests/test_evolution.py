@@ -45,7 +45,7 @@ def test_judge_accepts_only_a_significantly_better_step(tmp_path):
 def test_search_keeps_the_accepted_changes_and_starts_each_step_from_the_last_accepted(store, tmp_path):
     cfg = tiny(store, tmp_path)
     quality = {"fl-iid-base": 0.1, "fl-iid-keep-optimizer": 0.1, "fl-iid-local-batch": 0.3,
-               "fl-iid-server-momentum": 0.3, "fl-iid-fewer-rounds": 0.3}
+               "fl-iid-server-momentum": 0.3, "fl-iid-server-step": 0.3, "fl-iid-fewer-rounds": 0.3}
     calls = []
 
     def runner(step_cfg, *, name, parent, note, progress, extra):
@@ -62,8 +62,9 @@ def test_search_keeps_the_accepted_changes_and_starts_each_step_from_the_last_ac
     assert out["recipe"] == {"fl.strategy": "fedavg", "fl.keep-optimizer": False,
                              "fl.local-batch-size": cfg.train.batch_size // cfg.fl.num_partitions}
     steps = chain_runs(tmp_path, CHAIN)
-    assert [s.record["evolution"]["accepted"] for s in steps] == [True, False, True, False, False]
-    assert steps[4].config["fl"]["rounds"] * steps[4].config["fl"]["local_epochs"] == cfg.fl.rounds * cfg.fl.local_epochs
+    assert [s.record["evolution"]["accepted"] for s in steps] == [True, False, True, False, False, False]
+    assert steps[4].config["fl"]["server_momentum"] == 0.0 and steps[4].config["fl"]["server_step"] > 1
+    assert steps[5].config["fl"]["rounds"] * steps[4].config["fl"]["local_epochs"] == cfg.fl.rounds * cfg.fl.local_epochs
     assert steps[2].record["parent"] == steps[0].name  # from the last accepted step
     # a second search reuses every finished step
     calls.clear()

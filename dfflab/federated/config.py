@@ -46,8 +46,9 @@ class FLConfig:
     partition_seed: int = _f(0, "Seed of the partitioning (iid shuffle, Dirichlet draw, source shares).")
     proximal_mu: float = _f(0.01, "FedProx: weight mu of the proximal term mu/2 ||w - w_global||^2.")
     server_lr: float = _f(0.01, "FedAdam: server learning rate eta (Reddi et al. 2021 tune it in 1e-3..1).")
-    server_momentum: float = _f(0.9, "FedAvgM: server momentum beta on the averaged update (Hsu et al. 2019; "
-                                "server learning rate 1).")
+    server_momentum: float = _f(0.9, "FedAvgM: server momentum beta on the averaged update (Hsu et al. 2019).")
+    server_step: float = _f(1.0, "FedAvgM: server learning rate on the averaged update (1 = FedAvg's step; above 1 "
+                            "makes up for averaging N clients' Adam steps, which shrinks their noisy parts).")
     trim_beta: float = _f(0.2, "FedTrimmedAvg: share cut off each tail, in [0, 0.5).")
     krum_malicious: int = _f(0, "Krum: number of malicious clients f it tolerates.")
     client_cpus: int = _f(1, "CPU cores per simulated client (Ray num-cpus and the client's torch threads).",

@@ -14,7 +14,8 @@ The steps, in order:
 3. ``fl-iid-local-batch`` -- each client steps with batch ``train.batch-size / N``
    (``fl.local-batch-size``): as many optimizer steps per epoch as the centralized run;
 4. ``fl-iid-server-momentum`` -- FedAvgM (``fl.strategy=fedavgm``) on top;
-5. ``fl-iid-fewer-rounds`` -- 5 local epochs per round and a fifth of the rounds (the same epochs
+5. ``fl-iid-server-step`` -- the averaged update applied with step sqrt(N) (FedAvgM, no momentum);
+6. ``fl-iid-fewer-rounds`` -- 5 local epochs per round and a fifth of the rounds (the same epochs
    per client, a fifth of the averagings).
 
 The accepted settings are the search's result (``summary.json`` of its last step and
@@ -58,6 +59,13 @@ def _steps(cfg) -> list[tuple[str, dict, str, Callable[[Run, Run | None], str]]]
         return (f"the averaged update is applied with step 1 and no memory; the parent's test AUROC fell in "
                 f"{drops} of {max(0, len(rows) - 1)} rounds, which server momentum smooths")
 
+    def shrinking(parent: Run, central: Run | None) -> str:
+        rows = [r for r in parent.metrics() if r.get("train_loss") is not None]
+        ref = central.metrics()[-1].get("train_loss") if central and central.metrics() else None
+        return (f"the parent's clients end at train loss {rows[-1]['train_loss']:.3f}"
+                + (f" against {ref:.3f} for the centralized run" if ref is not None else "")
+                + f": averaging {n} clients' Adam steps, whose noisy parts point different ways, shrinks the step")
+
     def averaging(parent: Run, central: Run | None) -> str:
         rows = [r for r in parent.metrics() if r.get("train_loss") is not None]
         ref = central.metrics()[-1].get("train_loss") if central and central.metrics() else None
@@ -76,6 +84,10 @@ def _steps(cfg) -> list[tuple[str, dict, str, Callable[[Run, Run | None], str]]]
          f"local batch = train.batch-size / N = {max(1, cfg.train.batch_size // n)}", per_round_gain),
         ("fl-iid-server-momentum", {"fl.strategy": "fedavgm"},
          f"FedAvgM: server momentum {cfg.fl.server_momentum}", drift),
+        ("fl-iid-server-step", {"fl.strategy": "fedavgm", "fl.server-momentum": 0.0,
+                                "fl.server-step": round(n ** 0.5, 3)},
+         f"FedAvg's averaged update applied with step sqrt(N) = {n ** 0.5:.2f} (FedAvgM without momentum)",
+         shrinking),
         ("fl-iid-fewer-rounds", {"fl.local-epochs": epochs_per_round, "fl.rounds": max(1, total // epochs_per_round)},
          f"{epochs_per_round} local epochs per round, {max(1, total // epochs_per_round)} rounds (the same "
          f"{total} epochs per client)", averaging),

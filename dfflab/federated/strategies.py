@@ -3,7 +3,7 @@
 =============  ==================================================================
 fedavg         FedAvg (McMahan et al. 2017): example-weighted mean of client models.
 fedavgm        FedAvgM (Hsu et al. 2019): FedAvg's mean update applied with server
-               momentum ``fl.server-momentum`` (server learning rate 1); BatchNorm
+               momentum ``fl.server-momentum`` and learning rate ``fl.server-step``; BatchNorm
                running statistics are plainly averaged, as for FedAdam.
 fedprox        FedProx (Li et al. 2020): FedAvg on the server; each client adds
                mu/2 ||w - w_global||^2 (``fl.proximal-mu``, sent as ``proximal-mu``).
@@ -97,7 +97,7 @@ class FedAvgMAvgBuffers(AvgBuffers, FedAvgM):
 STRATEGIES: dict[str, tuple[type[Strategy], Callable[[Any, set[str]], dict]]] = {
     "fedavg": (FedAvg, lambda cfg, bn: {}),
     "fedavgm": (FedAvgMAvgBuffers, lambda cfg, bn: {
-        "server_learning_rate": 1.0, "server_momentum": cfg.fl.server_momentum,
+        "server_learning_rate": cfg.fl.server_step, "server_momentum": cfg.fl.server_momentum,
         "buffer_keys": {k for k in bn if not k.endswith((".weight", ".bias"))}}),
     "fedprox": (FedProx, lambda cfg, bn: {"proximal_mu": cfg.fl.proximal_mu}),
     "fedadam": (FedAdamAvgBuffers, lambda cfg, bn: {
