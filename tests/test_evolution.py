@@ -45,7 +45,8 @@ def test_judge_accepts_only_a_significantly_better_step(tmp_path):
 def test_search_keeps_the_accepted_changes_and_starts_each_step_from_the_last_accepted(store, tmp_path):
     cfg = tiny(store, tmp_path)
     quality = {"fl-iid-base": 0.1, "fl-iid-keep-optimizer": 0.1, "fl-iid-local-batch": 0.3,
-               "fl-iid-server-momentum": 0.3, "fl-iid-server-step": 0.3, "fl-iid-fewer-rounds": 0.3}
+               "fl-iid-client-trajectory": 0.3, "fl-iid-server-momentum": 0.3, "fl-iid-server-step": 0.3,
+               "fl-iid-fewer-rounds": 0.3}
     calls = []
 
     def runner(step_cfg, *, name, parent, note, progress, extra):
@@ -58,7 +59,8 @@ def test_search_keeps_the_accepted_changes_and_starts_each_step_from_the_last_ac
     assert names == list(quality)
     # step 2 (keep-optimizer) is no better: rejected, so step 3 starts from the base, without it
     assert calls[2][2] is False and calls[2][3] == cfg.train.batch_size // cfg.fl.num_partitions
-    assert calls[3][2] is False and calls[3][4] == "fedavgm"
+    assert calls[3][2] is True and calls[3][3] == calls[2][3]  # both changes together, as one step
+    assert calls[4][2] is False and calls[4][4] == "fedavgm"  # that step was rejected: not carried on
     assert out["recipe"] == {"fl.strategy": "fedavg", "fl.keep-optimizer": False,
                              "fl.local-batch-size": cfg.train.batch_size // cfg.fl.num_partitions}
     steps = chain_runs(tmp_path, CHAIN)

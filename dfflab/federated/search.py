@@ -13,9 +13,11 @@ The steps, in order:
 2. ``fl-iid-keep-optimizer`` -- clients keep AdamW's moments across rounds (``fl.keep-optimizer``);
 3. ``fl-iid-local-batch`` -- each client steps with batch ``train.batch-size / N``
    (``fl.local-batch-size``): as many optimizer steps per epoch as the centralized run;
-4. ``fl-iid-server-momentum`` -- FedAvgM (``fl.strategy=fedavgm``) on top;
-5. ``fl-iid-server-step`` -- the averaged update applied with step sqrt(N) (FedAvgM, no momentum);
-6. ``fl-iid-fewer-rounds`` -- 5 local epochs per round and a fifth of the rounds (the same epochs
+4. ``fl-iid-client-trajectory`` -- both together: each client runs the centralized optimizer
+   trajectory (each alone was not enough in the measurements that motivated this step);
+5. ``fl-iid-server-momentum`` -- FedAvgM (``fl.strategy=fedavgm``) on top;
+6. ``fl-iid-server-step`` -- the averaged update applied with step sqrt(N) (FedAvgM, no momentum);
+7. ``fl-iid-fewer-rounds`` -- 5 local epochs per round and a fifth of the rounds (the same epochs
    per client, a fifth of the averagings).
 
 The accepted settings are the search's result (``summary.json`` of its last step and
@@ -59,6 +61,15 @@ def _steps(cfg) -> list[tuple[str, dict, str, Callable[[Run, Run | None], str]]]
         return (f"the averaged update is applied with step 1 and no memory; the parent's test AUROC fell in "
                 f"{drops} of {max(0, len(rows) - 1)} rounds, which server momentum smooths")
 
+    def together(parent: Run, central: Run | None) -> str:
+        tried = [r for r in (find_run(parent.dir.parent.parent, "federated", name=k)
+                             for k in ("fl-iid-keep-optimizer", "fl-iid-local-batch")) if r is not None]
+        verdicts = [f"{r.record['name']} {r.record.get('evolution', {}).get('comparison', {}).get('verdict', '?')}"
+                    for r in tried]
+        return ("each was tried alone above (" + (", ".join(verdicts) or "not yet") + "); either alone leaves "
+                "a client's Adam short of the centralized trajectory: fresh moments every round, or a third of "
+                "the steps")
+
     def shrinking(parent: Run, central: Run | None) -> str:
         rows = [r for r in parent.metrics() if r.get("train_loss") is not None]
         ref = central.metrics()[-1].get("train_loss") if central and central.metrics() else None
@@ -82,6 +93,10 @@ def _steps(cfg) -> list[tuple[str, dict, str, Callable[[Run, Run | None], str]]]
          optimizer_restart),
         ("fl-iid-local-batch", {"fl.local-batch-size": max(1, cfg.train.batch_size // n)},
          f"local batch = train.batch-size / N = {max(1, cfg.train.batch_size // n)}", per_round_gain),
+        ("fl-iid-client-trajectory", {"fl.keep-optimizer": True,
+                                      "fl.local-batch-size": max(1, cfg.train.batch_size // n)},
+         "clients keep AdamW's state and step with batch train.batch-size / N together: each client runs the "
+         "centralized run's optimizer trajectory (as many steps per epoch, moments carried over)", together),
         ("fl-iid-server-momentum", {"fl.strategy": "fedavgm"},
          f"FedAvgM: server momentum {cfg.fl.server_momentum}", drift),
         ("fl-iid-server-step", {"fl.strategy": "fedavgm", "fl.server-momentum": 0.0,
