@@ -64,9 +64,10 @@ def test_search_keeps_the_accepted_changes_and_starts_each_step_from_the_last_ac
     assert out["recipe"] == {"fl.strategy": "fedavg", "fl.keep-optimizer": False,
                              "fl.local-batch-size": cfg.train.batch_size // cfg.fl.num_partitions}
     steps = chain_runs(tmp_path, CHAIN)
-    assert [s.record["evolution"]["accepted"] for s in steps] == [True, False, True, False, False, False]
-    assert steps[4].config["fl"]["server_momentum"] == 0.0 and steps[4].config["fl"]["server_step"] > 1
-    assert steps[5].config["fl"]["rounds"] * steps[4].config["fl"]["local_epochs"] == cfg.fl.rounds * cfg.fl.local_epochs
+    assert [s.record["evolution"]["accepted"] for s in steps] == [True, False, True, False, False, False, False]
+    assert steps[3].config["fl"]["keep_optimizer"] and steps[3].config["fl"]["local_batch_size"] > 0
+    assert steps[5].config["fl"]["server_momentum"] == 0.0 and steps[5].config["fl"]["server_step"] > 1
+    assert steps[6].config["fl"]["rounds"] * steps[6].config["fl"]["local_epochs"] == cfg.fl.rounds * cfg.fl.local_epochs
     assert steps[2].record["parent"] == steps[0].name  # from the last accepted step
     # a second search reuses every finished step
     calls.clear()
