@@ -24,8 +24,7 @@ def tiny_cfg():
 def synth_root(tmp_path_factory) -> Path:
     """SynthDFF (folders) with 24 reals + 72 fakes and its splits.csv."""
     from dfflab.config import load_config
-    from dfflab.data.cli import write_synth
-    from dfflab.data.synth import SynthSpec
+    from dfflab.data.synth import SynthSpec, write_synth
 
     out = tmp_path_factory.mktemp("synth") / "synthdff"
     write_synth(out, SynthSpec(**TINY), load_config("tiny"), progress=False)
@@ -34,7 +33,8 @@ def synth_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def store(synth_root, tmp_path_factory):
-    from dfflab.data.store import Store, prepare
+    from dfflab.data.prepare import prepare
+    from dfflab.data.store import Store
 
     out = tmp_path_factory.mktemp("store") / "store"
     prepare(synth_root, out, 32, workers=1, progress=False)

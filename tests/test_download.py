@@ -6,10 +6,9 @@ import huggingface_hub
 import pytest
 
 from dfflab.config import load_config
-from dfflab.data.cli import write_synth
 from dfflab.data.download import check_zip, download
 from dfflab.data.reader import DataError
-from dfflab.data.synth import SynthSpec
+from dfflab.data.synth import SynthSpec, write_synth
 
 
 @pytest.fixture(scope="module")
