@@ -267,10 +267,10 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from dfflab.centralized.audit import run_audit
     from dfflab.centralized.rows import select_rows
     from dfflab.cli import config_from_args
     from dfflab.data import ensure_store
+    from dfflab.data.audit import run_audit
     from dfflab.runs import Run
 
     cfg = config_from_args(args, _source_overrides(args))

@@ -253,7 +253,7 @@ def _keep_if_best(f: Fit, val: dict, val_per: dict, thr: float) -> None:
         epoch=f.epoch,
         stage=STAGE,
         run=f.run.name,
-        train_sources=list(f.cfg.train.train_sources),
+        train_sources=f.store.resolve_sources(f.cfg.train.train_sources),
     )
 
 
@@ -350,8 +350,8 @@ def _finish(f: Fit, stopped: str, progress: bool) -> None:
         "stopped": stopped,
         "samples": f.samples,
         "seconds": round(f.seconds, 2),
-        "train_sources": list(t.train_sources),
-        "test_sources": list(t.test_sources),
+        "train_sources": f.store.resolve_sources(t.train_sources),
+        "test_sources": f.store.resolve_sources(t.test_sources),
         "init": t.init,
         "init_path": f.init_path,
         "label_frac": t.label_frac,
@@ -361,9 +361,9 @@ def _finish(f: Fit, stopped: str, progress: bool) -> None:
         "checkpoint": str(run.path("detector.pt")),
     }
     if t.audit:
-        from dfflab.centralized.audit import run_audit
+        from dfflab.data.audit import run_audit
 
-        summary["audit"] = run_audit(f.store, f.rows["train"], f.rows["test"], t.seed)
+        summary["audit"] = run_audit(f.store, f.rows["train"], f.rows["test"], t.seed, overall["auroc"])
         summary["audit"]["detector_auroc"] = overall["auroc"]
     _plots(run, pred, overall, f.store.source_names, best["threshold"])
     run.write_summary(summary)

@@ -229,10 +229,9 @@ def _message(meta: dict, pix: dict, grey: dict, quality: int, detector_auroc: fl
         msg += f" WARNING: metadata alone separates real from fake (AUROC >= {WARN_AUROC})."
     if pix.get("checked"):
         ok = pix["identical"] == pix["checked"]
-        msg += (
-            f" Pixel check: {pix['identical']}/{pix['checked']} re-loaded files identical to the store "
-            f"({'same crop+resize for every source: native size and aspect never reach the detector' if ok else 'MISMATCH: the store is stale or was built differently'})."
-        )
+        verdict = ("same crop+resize for every source: native size and aspect never reach the detector" if ok
+                   else "MISMATCH: the store is stale or was built differently")
+        msg += f" Pixel check: {pix['identical']}/{pix['checked']} re-loaded files identical to the store ({verdict})."
     else:
         msg += f" Pixel check skipped: {pix.get('skipped')}."
     if quality:
