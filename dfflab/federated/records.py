@@ -184,7 +184,7 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
     from dfflab.models import save_detector
 
     meta = {"stage": STAGE, "run": run.name, "strategy": cfg.fl.strategy, "partitioning": cfg.fl.partitioning,
-            "train_sources": list(cfg.train.train_sources)}
+            "train_sources": store.resolve_sources(cfg.train.train_sources)}
     save_detector(run.path("detector.pt"), model, cfg.model, store.image_size, threshold=last_eval["threshold"],
                   source_names=store.source_names, **meta)
     val_rows = task.global_rows(store, cfg)["val"]
