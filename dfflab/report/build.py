@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from dfflab.config import default_store_dir
 from dfflab.report import plots
 from dfflab.report.collect import (
     RunInfo,
@@ -111,7 +112,9 @@ class ReportBuilder:
         store_meta = None
         if any_run is not None:
             data = get(any_run.record, "config.data", {})
-            store = data.get("store") or f"{str(data.get('root', '')).rstrip('/')}-store-{data.get('image_size')}"
+            store = data.get("store") or default_store_dir(get(any_run.record, "config.results", "results"),
+                                                           data.get("root", ""), data.get("image_size"),
+                                                           data.get("jpeg_quality", 0))
             store_meta = read_optional_json(Path(store) / "meta.json")
             lines += [f"Dataset root `{data.get('root')}`, images centre-cropped and resized to "
                       f"{data.get('image_size')}×{data.get('image_size')} px once, identically for reals "
@@ -122,7 +125,9 @@ class ReportBuilder:
             rows = [[s] + [counts.get(f"{s}/{sp}", 0) for sp in ("train", "val", "test")] for s in sources]
             lines += _table(["source", "train", "val", "test"], rows) + [""]
             lines += [f"{store_meta['n_images']} images, {store_meta.get('n_bad', 0)} skipped as unreadable. "
-                      "Splits are grouped by relative path: a real photo and its fakes share a split.", ""]
+                      "Splits keep linked relative paths together (a real and its fakes, partner photos, "
+                      "groups.csv groups); "
+                      f"leak audit: {(store_meta.get('leaks') or {}).get('message', 'not recorded')}", ""]
         else:
             lines += ["(store metadata not found: run `dfflab data prepare`)", ""]
         return lines
