@@ -53,7 +53,7 @@ def test_path_only_split_leaks_partner_aware_split_does_not(synth, tmp_path):
 
 def test_identical_copies_across_splits_are_caught():
     rng = np.random.default_rng(0)
-    emb = rng.normal(size=(400, 32)).astype(np.float32)
+    emb = 40 * rng.normal(size=(400, 32)).astype(np.float32)  # thumbnail-like scale: ~57 of 255 apart
     labels = np.tile([0, 1], 200)
     split = np.array(["train"] * 300 + ["test"] * 100)
     groups = np.arange(400).astype(str)
@@ -63,7 +63,14 @@ def test_identical_copies_across_splits_are_caught():
     labels[300:] = 1 - labels[:100]
     leak = leak_audit(emb, labels, labels.astype(str), split, groups)
     assert leak["leak_free"] is False and leak["cross_split"]["near_duplicate_share"] == 1.0
-    assert leak["cross_split"]["label_agreement"] == 0.0
+    assert leak["cross_split"]["label_agreement"] == 0.0 and leak["cross_split"]["copies"] == 100
+    # a single copy across splits is a leak, however clean the statistics
+    emb, labels = 40 * rng.normal(size=(400, 32)).astype(np.float32), np.tile([0, 1], 200)
+    emb[350] = emb[10] + 0.5
+    one = leak_audit(emb, labels, labels.astype(str), split, groups)
+    assert one["cross_split"]["copies"] == 1 and one["leak_free"] is False and "1 val/test images have a copy" in \
+        one["message"]
+    assert leak_audit(emb, labels, labels.astype(str), split, groups, copy_distance=None)["leak_free"] is True
 
 
 def test_clustered_shares_have_wider_intervals():
@@ -88,3 +95,14 @@ def test_data_cli_pairs_and_leaks(synth, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "precision 1.0000 at the confident threshold" in out and (tmp_path / "p" / "pairs.csv").is_file()
     assert main(["data", "leaks", "--preset", "tiny", "--store", str(tmp_path / "nothing")]) == 1
+    # an SSL backbone's features instead of thumbnails (here an untrained one: only the plumbing)
+    from dfflab.config import ModelConfig
+    from dfflab.models import save_backbone
+    from dfflab.models.backbones import build_backbone
+
+    mcfg = ModelConfig(backbone="resnet-narrow", width=4)
+    ckpt = save_backbone(tmp_path / "backbone.pt", build_backbone(mcfg.backbone, mcfg.width), mcfg, 32)
+    assert main(["data", "leaks", "--preset", "tiny", "--store", str(st), "--out", str(tmp_path / "f"),
+                 "--features", str(ckpt)]) == 0
+    r = json.loads((tmp_path / "f" / "leaks.json").read_text())
+    assert r["embedding"].startswith("resnet-narrow features") and "copies" not in r["cross_split"]

@@ -169,7 +169,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 def cmd_leaks(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
-    from dfflab.data.leaks import leak_audit, leak_grid, store_embedding
+    from dfflab.data.leaks import COPY_RMS, leak_audit, leak_grid, store_embedding
     from dfflab.data.reader import DataError
     from dfflab.data.store import Store
     from dfflab.runs import write_json
@@ -181,7 +181,8 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     except (DataError, FileNotFoundError, ValueError) as e:
         print(f"dfflab: {e}", file=sys.stderr)
         return 1
-    result = leak_audit(emb, store.labels, store.sources, store.split, store.groups, seed=cfg.data.split_seed)
+    result = leak_audit(emb, store.labels, store.sources, store.split, store.groups, seed=cfg.data.split_seed,
+                        copy_distance=None if args.features else COPY_RMS)
     result["embedding"] = what
     out = Path(args.out or store.path)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ thumbnails by default; an SSL backbone's features when one is given). Two statis
 overall and per source:
 
 * **near-duplicate share**: the nearest training image is closer than ``threshold``;
-* **label agreement**: the nearest training image has the same label (real/fake).
+* **label agreement**: the nearest training image has the same label (real/fake);
+* **copies**: the nearest training image is the same picture (thumbnails within
+  ``COPY_RMS`` of 255), counted apart: one copy across splits is a leak.
 
 Both are set beside the same statistics *inside* train: a seeded sample of training
 images, each against the training images outside its own group (its relative path
@@ -39,6 +41,7 @@ MARGIN = 0.01  # a difference smaller than one percentage point is not called a 
 Z_TEST = 2.241  # two-sided 97.5% (Bonferroni for the two statistics)
 Z_REPORT = 1.96  # the 95% intervals reported
 BASELINE_N = 5000  # training images sampled for the baseline
+COPY_RMS = 2.0  # thumbnails closer than this (of 255) show the same picture: a copy, whatever the baseline
 GRID_PAIRS = 16
 
 
@@ -107,11 +110,15 @@ def _difference(a: dict, b: dict, key: str, se_key: str, z: float) -> tuple[floa
 
 
 def leak_audit(embed: np.ndarray, labels: np.ndarray, sources: np.ndarray, split: np.ndarray,
-               groups: np.ndarray, *, seed: int = 0, baseline_n: int = BASELINE_N) -> dict:
+               groups: np.ndarray, *, seed: int = 0, baseline_n: int = BASELINE_N,
+               copy_distance: float | None = COPY_RMS) -> dict:
     """The statistics of the module docstring from per-image embeddings (N, D).
 
     Args:
         groups: (N,) group ids (e.g. the component id of each image's relative path).
+        copy_distance: a val/test image this close to a training image is a *copy* (the
+            same picture, re-encoded or resized), and any copy makes the split not
+            leak-free; None (for learned features, whose scale means nothing) skips it.
 
     Returns:
         A JSON-ready dict; ``closest`` lists the nearest cross-split pairs as
@@ -141,12 +148,18 @@ def leak_audit(embed: np.ndarray, labels: np.ndarray, sources: np.ndarray, split
     d_agree, ci_agree = _difference(cross, within, "label_agreement", "label_agreement_se", Z_TEST)
     near_leak = ci_near[0] > 0 and d_near > MARGIN
     agree_leak = ci_agree[1] < 0 and d_agree < -MARGIN
+    if copy_distance is not None:
+        copy = xd < copy_distance
+        cross["copies"] = int(copy.sum())
+        cross["copies_per_source"] = {s: int(copy[sources[held] == s].sum()) for s in names}
+        within["copies"] = int((bd < copy_distance).sum())
     order = np.argsort(xd)[:GRID_PAIRS]
     out = {
-        "threshold": threshold, "near_percentile": NEAR_PCT, "cross_split": cross, "within_train": within,
+        "threshold": threshold, "near_percentile": NEAR_PCT, "copy_distance": copy_distance,
+        "cross_split": cross, "within_train": within,
         "difference": {"near_duplicate_share": d_near, "near_duplicate_ci97_5": list(ci_near),
                        "label_agreement": d_agree, "label_agreement_ci97_5": list(ci_agree)},
-        "leak_free": not (near_leak or agree_leak),
+        "leak_free": not (near_leak or agree_leak or cross.get("copies", 0) > 0),
         "closest": [[int(held[j]), int(xi[j]), float(xd[j])] for j in order],
     }
     out["message"] = _message(out)
@@ -158,8 +171,14 @@ def _message(r: dict) -> str:
     head = (f"leak audit: {c['near_duplicate_share']:.1%} of {c['n']} val/test images have a near-duplicate in "
             f"train (within-train baseline {w['near_duplicate_share']:.1%}); nearest-neighbour label agreement "
             f"{c['label_agreement']:.1%} (baseline {w['label_agreement']:.1%}).")
+    copies = c.get("copies", 0)
+    if copies:
+        head += (f" WARNING: {copies} val/test images have a copy in train (thumbnails within "
+                 f"{r['copy_distance']:g} of 255: the same picture in two splits).")
     if r["leak_free"]:
         return head + " Leak-free: the cross-split figures sit at the within-train baseline."
+    if copies and not (d["near_duplicate_share"] > MARGIN or d["label_agreement"] < -MARGIN):
+        return head + " Find them in leaks.png and give each copy and its original one group (groups.csv)."
     worst = max(c["per_source"].items(), key=lambda kv: kv[1]["near_duplicate_share"])
     return (head + f" WARNING: not leak-free (difference {d['near_duplicate_share']:+.1%} near-duplicates, "
             f"{d['label_agreement']:+.1%} label agreement; most near-duplicates: {worst[0]} "
@@ -192,7 +211,7 @@ def store_embedding(images: np.ndarray, features: str | None = None, batch: int 
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).permute(0, 3, 1, 2).float() / 255
+            x = torch.from_numpy(np.array(images[i:i + batch])).permute(0, 3, 1, 2).float() / 255  # writable copy
             f = backbone(x)
             out.append(torch.nn.functional.normalize(f, dim=1).numpy())
     return np.concatenate(out).astype(np.float32), f"{mcfg.backbone} features from {path}"
