@@ -31,7 +31,7 @@ from dfflab.runs import atomic_write_text
 SWAP_SOURCE = "insight"  # the DFF source that keeps the partner's photo around the face
 RATIO = 0.5  # confident: nearest distance < RATIO x second-nearest
 KEEP = 0.6  # share of thumbnail pixels (the best-matching ones) a distance is taken over
-CANDIDATES = 32
+CANDIDATES = 16  # sketch candidates re-ranked by the trimmed distance
 
 
 @dataclass
@@ -58,7 +58,8 @@ def trimmed_distance(q: np.ndarray, cand: np.ndarray, keep: float = KEEP) -> np.
 
     Pixels are (r, g, b) triples: a pixel's error is its mean over channels.
     """
-    err = ((cand - q[:, None, :]) ** 2).reshape(*cand.shape[:2], -1, 3).mean(-1)  # (B, M, P)
+    sq = (cand - q[:, None, :]) ** 2  # (B, M, D), D = P pixels x 3 channels, channels last
+    err = (sq[..., 0::3] + sq[..., 1::3] + sq[..., 2::3]) / 3  # (B, M, P)
     n = max(1, int(round(keep * err.shape[-1])))
     best = np.partition(err, n - 1, axis=-1)[..., :n]
     return np.sqrt(best.mean(-1))
