@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dfflab.data.prepare import prepare
 from dfflab.data.reader import EntryReader, crop_resize, decode, list_entries
-from dfflab.data.store import Store, prepare
+from dfflab.data.store import Store
 
 
 class PlainJPEGDataset(Dataset):

@@ -35,14 +35,16 @@ __all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", 
 @dataclass
 class DataConfig:
     root: str = doc("results/data/synthdff", "Dataset root: DFF folders or zips, a generic real/fake tree, or SynthDFF.")
-    store: str = doc("", "Prepared store folder; empty = <root>-store-<image-size>.", result=False)
+    store: str = doc("", "Prepared store folder; empty = <results>/data/<root name>-store-<image-size>[-jpeg<q>], so a "
+                     "read-only dataset folder works.", result=False)
     image_size: int = doc(64, "Side in pixels of the square, centre-cropped images every stage trains on.")
     n_real: int = doc(1000, "SynthDFF: real photos to synthesize (total images = 4 x n-real).")
     difficulty: float = doc(1.0, "SynthDFF: artifact strength of the fakes (0 = invisible, 2 = blatant).")
     fake_size: int = doc(128, "SynthDFF: side of the square fakes (DFF's are 512).")
     real_min: int = doc(80, "SynthDFF: smallest native side of a real photo.")
     real_max: int = doc(224, "SynthDFF: largest native side of a real photo.")
-    val_frac: float = doc(0.15, "Share of relative paths (a real and its fakes) in the validation split.")
+    jpeg_quality: int = doc(0, "Re-encode every image as JPEG at this quality (1-100) before crop and resize, so every image's last compression is the same (traces of an earlier, lower quality can survive); 0 = off.")
+    val_frac: float = doc(0.15, "Share of relative paths (a real and its fakes) in the validation split; linked paths (partners, groups.csv) move together.")
     test_frac: float = doc(0.15, "Share of relative paths in the test split.")
     split_seed: int = doc(0, "Seed of the grouped split; fixed so every stage sees the same split.")
     max_bad_frac: float = doc(0.05, "Fail prepare when more than this share of files is unreadable.", result=False)
@@ -81,8 +83,8 @@ class TrainConfig:
     balance: str = doc("weight", "Class imbalance (1 real : 3 fakes): weight (loss pos_weight), sample (balanced sampler), none.")
     augment: str = doc("flip-crop", "Tensor augmentations: none, flip, flip-crop (no colour/blur: they erase artifacts).")
     label_frac: float = doc(1.0, "Share of training labels used (label-efficiency experiments).")
-    train_sources: list = doc(["inpainting", "insight", "text2img"], "Fake sources in the training set (reals always included).")
-    test_sources: list = doc(["inpainting", "insight", "text2img"], "Fake sources in the test set.")
+    train_sources: list = doc([], "Fake sources in the training set (reals always included); empty = every fake source the store holds.")
+    test_sources: list = doc([], "Fake sources in the test set; empty = every fake source the store holds.")
     init: str = doc("scratch", "Backbone init: scratch, or an SSL run folder or backbone checkpoint.")
     freeze: str = doc("none", "none (fine-tune everything), backbone (train only the head: a linear/MLP probe), "
                       "partial (freeze the lower half of the backbone's blocks).")
@@ -143,9 +145,20 @@ class Config:
 
     @property
     def store_dir(self) -> Path:
-        if self.data.store:
-            return Path(self.data.store)
-        return Path(f"{self.data.root.rstrip('/')}-store-{self.data.image_size}")
+        """``data.store``, or ``<results>/data/<root name>-store-<size>[-jpeg<q>]``.
+
+        Under the results folder, not beside the data, so a read-only dataset works;
+        ``prepare`` rebuilds a store made from another root (its fingerprint differs).
+        """
+        d = self.data
+        return Path(d.store) if d.store else default_store_dir(self.results, d.root, d.image_size, d.jpeg_quality)
+
+
+def default_store_dir(results: str, root: str, image_size: int, jpeg_quality: int = 0) -> Path:
+    """``<results>/data/<root name>-store-<image size>[-jpeg<quality>]``."""
+    name = Path(str(root).rstrip("/")).name or "data"
+    quality = f"-jpeg{jpeg_quality}" if jpeg_quality else ""
+    return Path(results) / "data" / f"{name}-store-{image_size}{quality}"
 
 
 def kebab(name: str) -> str:

@@ -42,7 +42,8 @@ def synth_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def store(synth_root, tmp_path_factory):
-    from dfflab.data.store import Store, prepare
+    from dfflab.data.prepare import prepare
+    from dfflab.data.store import Store
 
     out = tmp_path_factory.mktemp("store") / "store"
     prepare(synth_root, out, 32, workers=1, progress=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,6 @@ import torch
 from dfflab.centralized.crossgen import job_config, protocol, run_crossgen
 from dfflab.centralized.distortions import DISTORTIONS, conditions, evaluate_robustness
 from dfflab.config import ConfigError, load_config
-from dfflab.data.audit import metadata_audit, pixel_check, single_feature_auroc
 from dfflab.detector import recipe as train_mod
 from dfflab.detector.rows import select_rows
 from dfflab.detector.scoring import score_checkpoint
@@ -168,10 +165,10 @@ def test_crossgen_protocol_builds_the_right_sets(store, tmp_path):
             # the held-out generator is absent from training and from model selection
             assert job.source not in set(store.sources[rows["val"]])
         assert set(store.sources[rows["test"]]) == {"wiki", *FAKES}
-        assert (store.labels[rows["train"]] == 0).sum() == len(
-            store.select("train", [])
-        )
-    assert cfg.train.train_sources == FAKES  # job_config copies
+        assert (store.labels[rows["train"]] == 0).sum() == (
+            store.labels[store.select("train")] == 0
+        ).sum()
+    assert cfg.train.train_sources == []  # job_config copies; [] = every fake source
 
 
 def test_crossgen_end_to_end(store, tmp_path):
@@ -244,51 +241,6 @@ def test_robustness_on_a_checkpoint(trained, store):
     for d in res["distortions"]:
         assert 0 <= d["auroc"] <= 1 and d["description"]
         assert d["auroc_drop"] == pytest.approx(res["clean"]["auroc"] - d["auroc"])
-
-
-def test_audit_metadata_and_pixels(store):
-    rows_tr, rows_te = store.select("train", FAKES), store.select("test", FAKES)
-    m = metadata_audit(store, rows_tr, rows_te)
-    # SynthDFF's fakes are all fake_size squares, like DFF's 512x512: metadata gives them away
-    assert m["auroc"] > 0.9 and m["warning"]
-    assert set(m["single_feature_auroc"]) == {
-        "width",
-        "height",
-        "aspect_ratio",
-        "file_size",
-        "jpeg_quality",
-    }
-    # raw values far outside [0, 1] (pixels, bytes) must keep their order
-    x = np.array(
-        [
-            [100, 0, 0, 0, 60],
-            [300, 0, 0, 0, 95],
-            [200, 0, 0, 0, 70],
-            [400, 0, 0, 0, 90],
-        ],
-        np.float32,
-    )
-    one = single_feature_auroc(x, np.array([0, 0, 1, 1]))
-    assert one["width"] == pytest.approx(0.75) and one["jpeg_quality"] == pytest.approx(
-        0.5
-    )
-    assert single_feature_auroc(x, np.array([1, 1, 0, 0]))["width"] == pytest.approx(
-        0.75
-    )
-    pix = pixel_check(store)
-    assert (
-        pix["checked"] == 4 * len(store.source_names)
-        and pix["identical"] == pix["checked"]
-    )
-    tampered = copy.copy(store)
-    tampered.images = np.array(store.images)
-    tampered.images[store.sources == "insight"] ^= (
-        1  # a store built differently for one source
-    )
-    bad = pixel_check(tampered)
-    assert bad["identical"] == pix["checked"] - 4 and all(
-        "insight" in x for x in bad["mismatches"]
-    )
 
 
 def test_cli_train_robustness_audit(store, synth_root, tmp_path, capsys):

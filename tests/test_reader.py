@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from dfflab.data import reader
+from dfflab.data.prepare import prepare
 from dfflab.data.reader import BadImage, DataError, decode, detect_layout, list_entries
-from dfflab.data.store import Store, prepare
+from dfflab.data.store import Store
 
 SOURCES = ("wiki", "inpainting", "insight", "text2img")
 
@@ -106,25 +107,26 @@ def test_missing_source_and_broken_zip_fail_clearly(tmp_path):
 
 
 def test_prepare_skips_bad_files_and_reports_them(tmp_path):
-    bad = {
+    bad = {  # fakes replace files of make_dff: DFF's fakes must line up with its reals
         "wiki/90/1_1980-01-01_2010.jpg": jpeg()[:200],  # truncated
         "wiki/91/2_1980-01-01_2010.jpg": b"",  # zero bytes
-        "inpainting/92/3_1980-01-01_2010.jpg": b"<html>not an image</html>",
-        "insight/93/4_1980-01-01_2010.jpg": png(np.zeros((1, 1, 3), np.uint8)),  # 1x1
+        "inpainting/02/102_1980-01-03_2010.jpg": b"<html>not an image</html>",
+        "insight/03/103_1980-01-04_2010.jpg": png(np.zeros((1, 1, 3), np.uint8)),  # 1x1
     }
     ok = {
-        "text2img/94/5_1980-01-01_2010.jpg": png(np.zeros((40, 40, 4), np.uint8), "RGBA"),
+        "text2img/04/104_1980-01-05_2010.jpg": png(np.zeros((40, 40, 4), np.uint8), "RGBA"),
         "wiki/95/6_1980-01-01_2010.jpg": jpeg(mode="CMYK"),
         "wiki/96/7_1980-01-01_2010.jpg": jpeg(mode="L"),
     }
     root = make_dff(tmp_path / "dff", n=30, files={**bad, **ok})
+    n_files = 4 * 30 + 4  # four extra reals
     out = prepare(root, tmp_path / "store", 24, workers=1, progress=False, max_bad_frac=0.2)
     report = (out / "bad_files.csv").read_text()
     for rel in bad:
         assert rel.split("/", 1)[1] in report
     assert "truncated" in report and "empty file" in report and "not an image" in report and "too small" in report
     store = Store(out)
-    assert len(store) == 4 * 30 + len(ok)
+    assert len(store) == n_files - len(bad)
     assert store.images.shape == (len(store), 24, 24, 3)
     assert store.meta["n_bad"] == 4
     # too many bad files: fail, but the report is there to read

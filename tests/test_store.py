@@ -67,7 +67,7 @@ def test_ensure_store_regenerates_stale_synthdff(tmp_path):
     from dfflab.config import load_config
     from dfflab.data import ensure_store
 
-    over = [f"data.root={tmp_path / 'synthdff'}", "data.n-real=6", "data.fake-size=32",
+    over = [f"data.root={tmp_path / 'synthdff'}", f"results={tmp_path}", "data.n-real=6", "data.fake-size=32",
             "data.real-min=32", "data.real-max=48"]
     a = ensure_store(load_config("tiny", over), progress=False)
     again = ensure_store(load_config("tiny", over), progress=False)

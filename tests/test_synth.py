@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfflab.data.synth import SynthSpec, synthesize
+from dfflab.data.links import read_partners
+from dfflab.data.synth import SynthSpec, partners, relpaths, synthesize
 
 SOURCES = ("wiki", "inpainting", "insight", "text2img")
 FAKES = SOURCES[1:]
@@ -31,7 +32,7 @@ def hashes(root: Path) -> dict[str, str]:
     }
 
 
-def relpaths(root: Path, source: str) -> set[str]:
+def files(root: Path, source: str) -> set[str]:
     return {
         p.relative_to(root / source).as_posix()
         for p in (root / source).rglob("*")
@@ -66,10 +67,10 @@ def by_difficulty(tmp_path_factory) -> dict[float, Path]:
 
 def test_layout_matches_dff(base):
     assert {p.name for p in base.iterdir() if p.is_dir()} == set(SOURCES)
-    names = relpaths(base, "wiki")
+    names = files(base, "wiki")
     assert len(names) == SPEC.n_real
     for source in SOURCES:
-        assert relpaths(base, source) == names  # a real and its fakes share a path
+        assert files(base, source) == names  # a real and its fakes share a path
     for rel in names:
         folder, name = rel.split("/")
         assert re.fullmatch(r"\d\d", folder) and NAME.match(name)
@@ -117,14 +118,39 @@ def test_zips_hold_the_folder_files(base, tmp_path):
             names = zf.namelist()
             assert names == sorted(names)
             assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
-            assert {n.split("/", 1)[1] for n in names} == relpaths(base, source)
+            assert {n.split("/", 1)[1] for n in names} == files(base, source)
             for n in names:
                 assert n.startswith(f"{source}/")
                 assert zf.read(n) == (base / n).read_bytes()
 
 
+def test_partners_are_mutual_pairs_recorded_in_partners_csv(base):
+    for n in (16, 33, 65, 1):  # one block, odd blocks (a cycle of three at the end), a single photo
+        p = partners(SynthSpec(n_real=n, seed=3))
+        counts = np.bincount(p, minlength=n)
+        assert (counts == 1).all()  # a permutation: every photo is someone's partner once
+        mutual = sum(p[p[i]] == i for i in range(n))
+        assert n == 1 or (all(p[i] != i for i in range(n)) and mutual >= n - 3 * (-(-n // 32)))
+    names = relpaths(SPEC)
+    truth = dict(read_partners(base / "partners.csv"))
+    assert truth == {names[i]: names[j] for i, j in enumerate(partners(SPEC))}
+
+
+def test_insight_shows_its_partners_photo_outside_the_face(base):
+    """DFF's insight fake at X is Y's photo with X's face: its border is Y's, not X's."""
+    truth = dict(read_partners(base / "partners.csv"))
+    border = np.ones((SPEC.fake_size, SPEC.fake_size), bool)
+    m = SPEC.fake_size // 4
+    border[m:-m, m:-m] = False
+    for rel, partner in truth.items():
+        fake = load(base / "insight" / rel, SPEC.fake_size)
+        own = np.abs(fake - load(base / "wiki" / rel, SPEC.fake_size))[border].mean()
+        theirs = np.abs(fake - load(base / "wiki" / partner, SPEC.fake_size))[border].mean()
+        assert theirs < 0.03 < own, (rel, theirs, own)
+
+
 def test_each_fake_differs_from_its_real(base):
-    for rel in relpaths(base, "wiki"):
+    for rel in files(base, "wiki"):
         real = load(base / "wiki" / rel, SPEC.fake_size)
         for source in FAKES:
             fake = load(base / source / rel, SPEC.fake_size)
@@ -168,7 +194,7 @@ def test_rerun_replaces_only_synthdff(tmp_path):
     make(tmp_path / "a", SynthSpec(n_real=5))
     out = make(tmp_path / "a", SynthSpec(n_real=3), as_zip=True)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{s}.zip" for s in SOURCES] + ["SYNTHDFF.json"]
+        [f"{s}.zip" for s in SOURCES] + ["SYNTHDFF.json", "partners.csv"]
     )
     with zipfile.ZipFile(out / "wiki.zip") as zf:
         assert len(zf.namelist()) == 3

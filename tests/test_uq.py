@@ -317,17 +317,20 @@ def test_uq_ensemble_trains_seeded_members_and_evaluates(tmp_path, synth_root, s
     assert run.path("uq.json").is_file()
 
 
-def test_detect_adds_uncertainty_and_abstains(tmp_path, synth_root, dets):
+def test_detect_adds_uncertainty_and_abstains(tmp_path, synth_root, store, dets):
     from dfflab.cli import main
     from dfflab.config import ModelConfig
     from dfflab.models import load_detector, save_detector
 
-    # the briefly trained detector says p ~ 0.5 everywhere; a sharper head spreads the
-    # uncertainties over 0..1 bits so abstaining splits the images
+    # the briefly trained detector gives these images nearly one logit; a head rescaled to
+    # spread them (mean 0, sd 2) spreads the uncertainties over 0..1 bits so abstaining splits them
     model, info = load_detector(dets["a"])
     with torch.no_grad():
-        model.head.weight.mul_(300.0)
-        model.head.bias.zero_()
+        x, _, _ = store.batch(np.flatnonzero(store.sources == "text2img"))
+        z = model.head(model.backbone(x.float() / 255)).squeeze(1) - model.head.bias
+        scale = 2.0 / float(z.std())
+        model.head.weight.mul_(scale)
+        model.head.bias.fill_(-float(z.mean()) * scale)
     ckpt = save_detector(tmp_path / "sharp.pt", model, ModelConfig(**info["model_cfg"]), info["image_size"])
     folder, out = str(synth_root / "text2img"), tmp_path / "d.csv"
 

@@ -1,16 +1,23 @@
-"""Shortcut audit: how far metadata alone gets, and proof the detector can't see it.
+"""Shortcut audit: how far metadata alone gets, and what of it can reach the detector.
 
 DFF's fakes are 512x512 high-quality JPEGs while its reals keep their native sizes and
-web JPEG qualities, so file metadata nearly separates the classes. Two checks:
+web JPEG qualities (and some are greyscale), so file metadata nearly separates the
+classes. Three checks:
 
-1. A metadata-only classifier (a small MLP on width, height, aspect ratio, file size
-   and estimated JPEG quality), trained on the detector's training split and scored on
-   its test split. Its AUROC is what a detector could reach by a shortcut; it is
-   reported beside the detector's, with a warning when it is high.
-2. A pixel check: a sample of files per source is decoded again with
-   :func:`~dfflab.data.reader.decode` + :func:`~dfflab.data.reader.crop_resize` and
-   compared bit for bit with the store the detector reads: every source went through
-   the same centre-crop and resize, so native size never reaches the model.
+1. A metadata-only classifier (a small MLP on width, height, aspect ratio, file size,
+   estimated JPEG quality and a greyscale file mode), trained on the detector's
+   training split and scored on its test split. Its AUROC is what a detector could
+   reach by a shortcut; it is reported beside the detector's, with a warning when it
+   is high.
+2. A pixel check: a sample of files per source is loaded again exactly as ``prepare``
+   did (:func:`~dfflab.data.reader.load_pixels`) and compared bit for bit with the
+   store the detector reads: every source went through the same centre-crop and
+   resize, so native size and aspect never reach the model. What resizing does *not*
+   remove: compression traces in the pixels (unless ``data.jpeg-quality`` re-encodes
+   every image at one quality, and even then an earlier, lower quality can leave
+   traces) and colour (a greyscale photo stays grey).
+3. Greyscale in pixels: the share of test images per class whose three channels are
+   equal, which the detector can see.
 
 Run it with ``dfflab centralized audit``; ``dfflab centralized train`` runs it too.
 """
@@ -23,12 +30,16 @@ from torch import nn
 
 from dfflab.metrics import binary_metrics
 
-FEATURES = ("width", "height", "aspect_ratio", "file_size", "jpeg_quality")
+FEATURES = ("width", "height", "aspect_ratio", "file_size", "jpeg_quality", "greyscale")
 WARN_AUROC = 0.75  # above this, metadata alone is a usable detector: a shortcut exists
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # single-channel files
+GREY_TOL = 2  # max channel difference (of 255) for a stored image to count as greyscale
+WARN_GREY = 0.02  # warn when the greyscale shares of reals and fakes differ by more
 
 
 def metadata_features(store, rows: np.ndarray) -> np.ndarray:
-    """(N, 5) float features of ``rows``: width, height, aspect, log file size, JPEG quality."""
+    """(N, 6) float features of ``rows``: width, height, aspect, log file size, JPEG
+    quality and 1 for a single-channel (greyscale) file."""
     out = np.empty((len(rows), len(FEATURES)), dtype=np.float32)
     for i, r in enumerate(rows):
         meta = store.rows[int(r)]
@@ -39,7 +50,19 @@ def metadata_features(store, rows: np.ndarray) -> np.ndarray:
             w / h,
             np.log(float(meta["file_size"]) + 1),
             float(meta["jpeg_quality"]),
+            float(meta.get("mode", "RGB") in GREY_MODES),
         )
+    return out
+
+
+def greyscale_pixels(store, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(N,) bool: the stored image's three channels agree within GREY_TOL everywhere."""
+    out = np.empty(len(rows), dtype=bool)
+    for i in range(0, len(rows), chunk):
+        x = np.asarray(store.images[np.sort(rows[i:i + chunk])], dtype=np.int16)
+        spread = x.max(axis=-1) - x.min(axis=-1)  # (B, S, S)
+        grey = spread.reshape(len(x), -1).max(axis=1) <= GREY_TOL
+        out[i:i + len(x)] = grey[np.argsort(np.argsort(rows[i:i + chunk]))]
     return out
 
 
@@ -116,7 +139,7 @@ def metadata_audit(
     per = per_source_metrics(p, y, src, store.source_names)
     return {
         "features": list(FEATURES),
-        "model": "MLP(5-32-1) on standardised features",
+        "model": f"MLP({len(FEATURES)}-32-1) on standardised features",
         "auroc": overall["auroc"],
         "balanced_accuracy": overall["balanced_accuracy"],
         "auroc_per_source": {s: m["auroc"] for s, m in per.items()},
@@ -129,15 +152,10 @@ def pixel_check(store, per_source: int = 4, seed: int = 0) -> dict:
     """Re-decode a few files per source exactly as ``prepare`` did; compare with the store."""
     from pathlib import Path
 
-    from dfflab.data.reader import (
-        BadImage,
-        EntryReader,
-        crop_resize,
-        decode,
-        list_entries,
-    )
+    from dfflab.data.reader import BadImage, EntryReader, list_entries, load_pixels
 
     root = Path(store.meta.get("root", ""))
+    quality = int(store.meta.get("jpeg_quality", 0) or 0)
     shape = tuple(store.images.shape[1:])
     base = {"image_shape": list(shape), "same_shape_for_all_sources": True}
     if not root.is_dir():
@@ -163,13 +181,7 @@ def pixel_check(store, per_source: int = 4, seed: int = 0) -> dict:
         for key, row in wanted.items():
             e = entries.get(key)
             try:
-                pixels = (
-                    crop_resize(
-                        decode(reader.read(e), e.location).rgb, store.image_size
-                    )
-                    if e
-                    else None
-                )
+                pixels = load_pixels(reader.read(e), e.location, store.image_size, quality)[0] if e else None
             except (BadImage, OSError) as err:
                 pixels = None
                 key = (*key, str(err))
@@ -186,29 +198,55 @@ def pixel_check(store, per_source: int = 4, seed: int = 0) -> dict:
 
 
 def run_audit(
-    store, train_rows: np.ndarray, test_rows: np.ndarray, seed: int = 0
+    store, train_rows: np.ndarray, test_rows: np.ndarray, seed: int = 0, detector_auroc: float | None = None
 ) -> dict:
-    """Both checks; ``message`` is a one-paragraph reading of the result."""
+    """All three checks; ``message`` is a one-paragraph reading of the result.
+
+    Args:
+        detector_auroc: the detector's test AUROC on the same rows, reported beside the
+            metadata-only one with the JPEG control it was trained under.
+    """
     meta = metadata_audit(store, train_rows, test_rows, seed)
     pix = pixel_check(store, seed=seed)
-    top = max(
-        meta["single_feature_auroc"].items(),
-        key=lambda kv: kv[1] if kv[1] == kv[1] else 0,
-    )
+    grey = greyscale_pixels(store, test_rows)
+    labels = store.labels[test_rows]
+    grey_share = {c: float(grey[labels == k].mean()) if (labels == k).any() else float("nan")
+                  for k, c in ((0, "real"), (1, "fake"))}
+    quality = int(store.meta.get("jpeg_quality", 0) or 0)
+    result = {"metadata": meta, "pixels": pix, "greyscale_pixels": grey_share, "jpeg_quality": quality}
+    if detector_auroc is not None:
+        result["detector_auroc"] = detector_auroc
+    result["message"] = _message(meta, pix, grey_share, quality, detector_auroc)
+    return result
+
+
+def _message(meta: dict, pix: dict, grey: dict, quality: int, detector_auroc: float | None) -> str:
+    top = max(meta["single_feature_auroc"].items(), key=lambda kv: kv[1] if kv[1] == kv[1] else 0)
     msg = f"metadata-only classifier: test AUROC {meta['auroc']:.3f} (best single feature: {top[0]}, {top[1]:.3f})."
+    if detector_auroc is not None:
+        msg += f" Detector: test AUROC {detector_auroc:.3f}."
     if meta["warning"]:
-        msg += (
-            f" WARNING: metadata alone separates real from fake (AUROC >= {WARN_AUROC}). The detector "
-            "never sees size or file bytes (all images are identically centre-cropped and resized), "
-            "but JPEG quality also leaves traces in pixels: compare its AUROC under JPEG recompression "
-            "(`dfflab centralized robustness`)."
-        )
+        msg += f" WARNING: metadata alone separates real from fake (AUROC >= {WARN_AUROC})."
     if pix.get("checked"):
         ok = pix["identical"] == pix["checked"]
-        msg += (
-            f" Pixel check: {pix['identical']}/{pix['checked']} re-decoded files identical to the store "
-            f"({'same crop+resize for every source' if ok else 'MISMATCH: the store is stale or was built differently'})."
-        )
+        verdict = ("same crop+resize for every source: native size and aspect never reach the detector" if ok
+                   else "MISMATCH: the store is stale or was built differently")
+        msg += f" Pixel check: {pix['identical']}/{pix['checked']} re-loaded files identical to the store ({verdict})."
     else:
         msg += f" Pixel check skipped: {pix.get('skipped')}."
-    return {"metadata": meta, "pixels": pix, "message": msg}
+    if quality:
+        msg += (
+            f" JPEG control on: every image was re-encoded at quality {quality} before crop and resize, so the "
+            "last compression is the same for all; traces of an earlier, lower quality can survive it."
+        )
+    else:
+        msg += (
+            " JPEG control off (data.jpeg-quality = 0): compression traces stay in the pixels, so JPEG quality "
+            "can still reach the detector; set data.jpeg-quality (e.g. 90) to re-encode every image at one quality."
+        )
+    if abs(grey["real"] - grey["fake"]) > WARN_GREY:
+        msg += (
+            f" WARNING: greyscale images in pixels: reals {grey['real']:.1%}, fakes {grey['fake']:.1%}; "
+            "colour alone tells these apart."
+        )
+    return msg

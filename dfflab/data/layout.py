@@ -3,7 +3,16 @@
 DFF (``OpenRL/DeepFakeFace`` on the Hugging Face hub) holds four zips, ``wiki.zip``
 (real IMDB-WIKI photos) and one per fake generator, each with entries
 ``<source>/<NN>/<id>_<birth>_<year>.jpg``. The same relative path ``<NN>/<file>`` in all
-four belongs to one real photo and its three fakes: it is the group key of the splits.
+four belongs to one real photo and its three fakes. The fakes at X's path were also
+made from a partner photo Y (DFF paired its photos two by two), which the file names
+don't say: the splits keep X and Y together (see ``splits.py`` and ``pairs.py``).
+
+Files a dataset root may hold beside its images (all optional):
+
+* ``splits.csv`` (``relpath,split``): the split to use, as is (SynthDFF writes one);
+* ``partners.csv`` (``relpath,partner``): the photo each relative path's fakes were made from;
+* ``groups.csv`` (``path,group``): files that show one person or come from one source
+  video; ``path`` is relative to the root (``real/alice_1.jpg``, ``wiki/00/1_1980-01-01_2009.jpg``).
 """
 
 from __future__ import annotations
@@ -17,6 +26,10 @@ SOURCES = (REAL_SOURCE, *FAKE_SOURCES)
 GENERIC_REAL = "real"  # source name of reals in the generic real/ + fake/<source>/ layout
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
+SPLITS_FILE = "splits.csv"
+PARTNERS_FILE = "partners.csv"
+GROUPS_FILE = "groups.csv"
+PAIRS_FILE = "pairs.csv"  # partners recovered from the pixels, written into the store
 DFF_NAME = re.compile(r"^(?P<id>\d+)_(?P<birth>[\d-]+)_(?P<year>\d{4})\.jpe?g$", re.I)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +260,41 @@ def estimate_jpeg_quality(img: Image.Image) -> int:
     return best
 
 
+def reencode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """``rgb`` saved as a JPEG at ``quality`` (4:2:0 chroma) and decoded again.
+
+    ``data.jpeg-quality`` sends every image through this before crop and resize, so
+    every image's last compression is the same. It does not erase an earlier, stronger
+    compression: double-compression traces of a low original quality can survive.
+    """
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def load_pixels(data: bytes, name: str, size: int, jpeg_quality: int = 0) -> tuple[np.ndarray, Decoded]:
+    """File bytes -> the (size, size, 3) uint8 image every stage sees, and the decoded file.
+
+    Decode, re-encode at ``jpeg_quality`` when it is not 0, centre-crop and resize:
+    exactly what ``prepare`` stores, so scoring new files must go through it too. The
+    returned :class:`Decoded` holds the file's metadata and the (re-encoded) full image.
+    """
+    d = decode(data, name)
+    if jpeg_quality:
+        d = replace(d, rgb=reencode_jpeg(d.rgb, jpeg_quality))
+    return crop_resize(d.rgb, size), d
+
+
+def squash(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The whole image resized to ``size`` x ``size``, aspect ratio ignored (box filter).
+
+    DFF resized each real photo to 512x512 this way before swapping a face in, so this
+    thumbnail of a real lines up with its insight fakes (``pairs.py``).
+    """
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BOX), dtype=np.uint8)
+
+
 def crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop to a square and resize to ``size`` x ``size`` (antialiased bicubic).
 
@@ -275,5 +310,6 @@ def crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-__all__ = ["FAKE_SOURCES", "BadImage", "DataError", "Decoded", "Entry", "EntryReader",
-           "crop_resize", "decode", "detect_layout", "estimate_jpeg_quality", "list_entries"]
+__all__ = ["FAKE_SOURCES", "BadImage", "DataError", "Decoded", "Entry", "EntryReader", "crop_resize",
+           "decode", "detect_layout", "estimate_jpeg_quality", "list_entries", "load_pixels",
+           "reencode_jpeg", "squash"]

@@ -1,200 +1,37 @@
 """The prepared store: every image decoded once, centre-cropped and resized, as uint8.
 
-``dfflab data prepare`` writes, into one folder:
+``dfflab data prepare`` (``prepare.py``) writes, into one folder:
 
 * ``images.npy``   (N, S, S, 3) uint8, read memory-mapped by every stage;
-* ``index.csv``    one row per image: row, relpath, source, label, split, width, height,
-                   file_size, jpeg_quality, mode (the metadata the shortcut audit uses);
-* ``bad_files.csv`` every skipped file with the reason;
-* ``meta.json``    image size, counts, dataset fingerprint (written last: its presence
-                   means the store is complete).
+* ``thumbs.npy``   (N, 16, 16, 3) uint8, each whole image squashed to a square (pairs);
+* ``index.csv``    one row per image: row, relpath, source, label, split, group, width,
+                   height, file_size, jpeg_quality, mode (the metadata the shortcut audit
+                   uses; ``group`` is the id of the linked relative paths it belongs to);
+* ``splits.csv``, ``bad_files.csv``, ``leaks.json`` / ``leaks.png`` and, on DFF,
+  ``pairs.csv`` / ``pairs.png``;
+* ``meta.json``    image size, settings, counts, dataset fingerprint, leak summary
+                   (written last: its presence means the store is complete).
 
 Training stages read batches from :class:`Store` and augment tensors; no JPEG is decoded
-after prepare. Decoding runs in parallel processes with a progress bar.
+after prepare.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
-import os
 import shutil
-import time
-from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from dfflab.data.layout import source_order
-from dfflab.data.reader import (
-    BadImage,
-    DataError,
-    Entry,
-    EntryReader,
-    crop_resize,
-    decode,
-    list_entries,
-)
-from dfflab.data.splits import assign_splits, read_splits, write_splits
-from dfflab.runs import atomic_write_text, read_json, write_json
+from dfflab.data.layout import is_real_source, source_order
+from dfflab.data.reader import DataError
+from dfflab.runs import read_json
 
-INDEX_COLUMNS = ("row", "relpath", "source", "label", "split", "width", "height",
+INDEX_COLUMNS = ("row", "relpath", "source", "label", "split", "group", "width", "height",
                  "file_size", "jpeg_quality", "mode")
-
-_reader: EntryReader | None = None
-
-
-def _work(args: tuple[list[Entry], int]) -> list[tuple[np.ndarray | None, dict | str]]:
-    """Decode a chunk of entries in a worker process: (pixels, meta) or (None, reason)."""
-    global _reader
-    if _reader is None:
-        _reader = EntryReader()
-    entries, size = args
-    out = []
-    for e in entries:
-        try:
-            d = decode(_reader.read(e), e.location)
-            out.append((crop_resize(d.rgb, size), {"width": d.width, "height": d.height,
-                                                   "jpeg_quality": d.jpeg_quality, "mode": d.mode}))
-        except BadImage as err:
-            out.append((None, str(err)))
-        except (OSError, KeyError, RuntimeError) as err:  # unreadable member or file
-            out.append((None, f"unreadable ({err})"))
-    return out
-
-
-def fingerprint(entries: list[Entry]) -> str:
-    """A short hash of what the dataset holds (source, relpath, size of every file)."""
-    h = hashlib.sha1()
-    for e in sorted(entries, key=lambda e: (e.source, e.relpath)):
-        h.update(f"{e.source}/{e.relpath}:{e.file_size}\n".encode())
-    return h.hexdigest()[:12]
-
-
-def prepare(root: Path | str, out: Path | str, image_size: int = 64, *, val_frac: float = 0.15,
-            test_frac: float = 0.15, split_seed: int = 0, max_bad_frac: float = 0.05,
-            workers: int = 0, progress: bool = True, force: bool = False) -> Path:
-    """Decode ``root`` into a store at ``out`` (see the module docstring).
-
-    Splits come from ``<root>/splits.csv`` when the dataset ships one (SynthDFF does),
-    else they are computed with :func:`assign_splits`. A complete store with the same
-    fingerprint and size is kept unless ``force``.
-
-    Raises:
-        DataError: a source is missing, or more than ``max_bad_frac`` of files are bad
-            (the bad-files report is written first, so the reason can be read).
-    """
-    root, out = Path(root), Path(out)
-    t0 = time.time()
-    entries = list_entries(root)
-    fp = fingerprint(entries)
-    if not force and (out / "meta.json").is_file():
-        meta = read_json(out / "meta.json")
-        if meta.get("fingerprint") == fp and meta.get("image_size") == image_size:
-            return out
-    out.mkdir(parents=True, exist_ok=True)
-    n = len(entries)
-    workers = workers or os.cpu_count() or 1
-    chunk = max(1, min(256, n // (workers * 8) or 1))
-    jobs = [(entries[i:i + chunk], image_size) for i in range(0, n, chunk)]
-    tmp_images = out / "images.npy.partial"
-    arr = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8,
-                                    shape=(n, image_size, image_size, 3))
-    metas: list[dict | str] = []
-    bar = tqdm(total=n, desc=f"prepare {root.name} @ {image_size}px", unit="img",
-               disable=not progress, dynamic_ncols=True)
-    i = 0
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
-        for results in pool.map(_work, jobs):
-            for pixels, meta in results:
-                if pixels is not None:
-                    arr[i] = pixels
-                metas.append(meta)
-                i += 1
-            bar.update(len(results))
-    bar.close()
-
-    good = [k for k, m in enumerate(metas) if isinstance(m, dict)]
-    bad = [(entries[k], metas[k]) for k, m in enumerate(metas) if isinstance(m, str)]
-    _write_bad_report(out / "bad_files.csv", bad)
-    if bad:
-        print(f"{len(bad)} of {n} files skipped; see {out / 'bad_files.csv'}")
-        for e, reason in bad[:5]:
-            print(f"  {e.location}: {reason}")
-    if n == 0 or len(bad) / n > max_bad_frac:
-        del arr
-        tmp_images.unlink(missing_ok=True)
-        raise DataError(f"{root}: {len(bad)} of {n} files are unusable "
-                        f"(more than max-bad-frac={max_bad_frac:.0%}); see {out / 'bad_files.csv'}")
-    if bad:  # compact: keep only good rows
-        dense = np.lib.format.open_memmap(out / "images.npy.compact", mode="w+", dtype=np.uint8,
-                                          shape=(len(good), image_size, image_size, 3))
-        for j, k in enumerate(good):
-            dense[j] = arr[k]
-        dense.flush()
-        del dense, arr
-        tmp_images.unlink()
-        tmp_images = out / "images.npy.compact"
-    else:
-        arr.flush()
-        del arr
-    os.replace(tmp_images, out / "images.npy")
-
-    split_file = root / "splits.csv"
-    kept = [entries[k] for k in good]
-    if split_file.is_file():
-        splits = read_splits(split_file)
-        missing = {e.relpath for e in kept} - splits.keys()
-        if missing:
-            raise DataError(f"{split_file}: {len(missing)} relative paths have no split "
-                            f"(e.g. {sorted(missing)[0]})")
-    else:
-        splits = assign_splits(((e.relpath, e.source) for e in entries), val_frac, test_frac, split_seed)
-    write_splits(out / "splits.csv", {e.relpath: splits[e.relpath] for e in kept})
-    rows = []
-    for row, k in enumerate(good):
-        e, m = entries[k], metas[k]
-        rows.append({"row": row, "relpath": e.relpath, "source": e.source, "label": e.label,
-                     "split": splits[e.relpath], "file_size": e.file_size, **m})
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "index.csv", buf.getvalue())
-    counts = Counter((r["source"], r["split"]) for r in rows)
-    write_json(out / "meta.json", {
-        "root": str(root.resolve()), "image_size": image_size, "fingerprint": fp,
-        "n_images": len(rows), "n_bad": len(bad), "seconds": round(time.time() - t0, 2),
-        "counts": {f"{s}/{sp}": c for (s, sp), c in sorted(counts.items())},
-    })
-    return out
-
-
-class _Inline:
-    """A stand-in for a process pool when one worker is asked for (tests, debugging)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, jobs):
-        return map(fn, jobs)
-
-
-def _write_bad_report(path: Path, bad: list[tuple[Entry, str]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", "source", "relpath", "reason"])
-    for e, reason in bad:
-        w.writerow([e.location, e.source, e.relpath, reason])
-    atomic_write_text(path, buf.getvalue())
 
 
 class Store:
@@ -206,6 +43,8 @@ class Store:
         source_names: sources present, reals first.
         source_ids: (N,) int64 index into ``source_names``.
         split: (N,) str array of train/val/test.
+        groups: (N,) str array: the id of the linked relative paths each image belongs
+            to (its relative path where the index doesn't say).
     """
 
     def __init__(self, path: Path | str, in_memory: bool = False):
@@ -223,6 +62,7 @@ class Store:
         self.sources = np.array([r["source"] for r in rows])
         self.labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
         self.split = np.array([r["split"] for r in rows])
+        self.groups = np.array([r.get("group") or r["relpath"] for r in rows])
         self.source_names = source_order(set(self.sources.tolist()))
         self.source_ids = np.array([self.source_names.index(s) for s in self.sources], dtype=np.int64)
 
@@ -239,21 +79,43 @@ class Store:
 
     @property
     def fake_sources(self) -> list[str]:
-        return [s for s in self.source_names if s not in ("wiki", "real")]
+        return [s for s in self.source_names if not is_real_source(s)]
+
+    @property
+    def thumbs(self) -> np.ndarray | None:
+        """(N, 16, 16, 3) uint8 whole-image thumbnails, or None for a store without them."""
+        p = self.path / "thumbs.npy"
+        return np.load(p, mmap_mode="r") if p.is_file() else None
+
+    def resolve_sources(self, sources: list[str] | None) -> list[str]:
+        """The fake sources ``sources`` names; empty or None means every one the store holds.
+
+        Raises:
+            ValueError: a name that is not one of the store's fake sources.
+        """
+        if not sources:
+            return list(self.fake_sources)
+        unknown = [s for s in sources if s not in self.fake_sources]
+        if unknown:
+            raise ValueError(f"unknown fake source(s) {unknown}; the store {self.path} has "
+                             f"{', '.join(self.fake_sources)}")
+        return list(sources)
 
     def select(self, split: str | None = None, sources: list[str] | None = None,
                include_reals: bool = True) -> np.ndarray:
-        """Row indices of one split, keeping reals (if asked) and the named fake sources."""
+        """Row indices of one split, keeping reals (if asked) and the named fake sources.
+
+        ``sources`` None or empty keeps every fake source (``train.train-sources = []``).
+        """
         keep = np.ones(len(self), dtype=bool)
         if split is not None:
             keep &= self.split == split
-        if sources is not None:
-            unknown = set(sources) - set(self.source_names)
-            if unknown:
-                raise ValueError(f"unknown sources {sorted(unknown)} (store has {self.source_names})")
-            is_fake_kept = np.isin(self.sources, list(sources)) & (self.labels == 1)
-            is_real = (self.labels == 0) if include_reals else np.zeros(len(self), dtype=bool)
-            keep &= is_fake_kept | is_real
+        unknown = set(sources or ()) - set(self.source_names)
+        if unknown:
+            raise ValueError(f"unknown sources {sorted(unknown)} (store has {self.source_names})")
+        is_fake_kept = np.isin(self.sources, list(sources or self.fake_sources)) & (self.labels == 1)
+        is_real = (self.labels == 0) if include_reals else np.zeros(len(self), dtype=bool)
+        keep &= is_fake_kept | is_real
         return np.flatnonzero(keep)
 
     def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -290,6 +152,16 @@ class Store:
             lines.append(f"native size {s:<11} width {w[m].min()}-{w[m].max()}  height {h[m].min()}-{h[m].max()}")
         if self.meta.get("n_bad"):
             lines.append(f"skipped files: {self.meta['n_bad']} (see {self.path / 'bad_files.csv'})")
+        if self.meta.get("jpeg_quality"):
+            q = self.meta["jpeg_quality"]
+            lines.append(f"every image re-encoded as JPEG at quality {q} before crop and resize")
+        pairs = self.meta.get("pairs") or {}
+        if pairs:
+            lines.append(f"insight partners recovered from pixels: {pairs['confident']:,} of {pairs['fakes']:,} "
+                         f"confident (see {self.path / 'pairs.csv'})")
+        leaks = self.meta.get("leaks") or {}
+        if leaks.get("message"):
+            lines.append(leaks["message"])
         return "\n".join(lines)
 
 

@@ -2,25 +2,18 @@
 
 DFF pairs 30,000 IMDB-WIKI photos (`wiki`) with three fakes of each: Stable Diffusion
 v1.5 text-to-image (`text2img`), SD inpainting of the face (`inpainting`) and an
-InsightFace face swap (`insight`). SynthDFF draws the reals as procedural portraits
-(`synth_faces.py`) and makes each fake the way DFF made it, leaving a fingerprint
-whose strength grows with `SynthSpec.difficulty` (0: next to none, 2: blatant):
-
-- text2img: a partner's identity drawn whole, as if at half resolution and upsampled,
-  with the decoder's periodic checkerboard, smoothed skin, no sensor noise and boosted
-  saturation.
-- inpainting: this photo with its face box redrawn (identity blended towards the
-  partner) the same way, but with a periodic *grid* of another period, a colour
-  mismatch and no noise, blended in with a feathered box mask.
-- insight: the partner's photo with this photo's face warped in, colour-matched to
-  the partner's skin with a residual cast, blurred (swappers work at low resolution)
-  and pasted with a seam at its edge.
+InsightFace face swap (`insight`). Its authors shuffled the photos of each gender and
+paired them two by two: the fakes stored at X's path are made from X and its partner
+Y, and Y's from Y and X. SynthDFF draws the reals as procedural portraits
+(`synth_faces.py`, `synth_portrait.py`), pairs them the same way (inside fixed blocks
+of indices, so a worker renders all a block needs) and makes each fake as DFF did
+(`synth_fakes.py`).
 
 Layout: `<out>/<source>/<NN>/<id>_<birth>_<year>.jpg`, or `<out>/<source>.zip` holding
-`<source>/<NN>/...`; one `<NN>/<file>` names a real and its three fakes. Reals keep
-varied native sizes and JPEG qualities; fakes are `fake_size` squares saved at quality
-90-95, the size shortcut DFF has too. Output depends only on the spec, never on
-`workers`.
+`<source>/<NN>/...`; one `<NN>/<file>` names a real and its three fakes. `partners.csv`
+(`relpath,partner`) records every pair, which DFF's file names don't, and
+:func:`write_synth` adds a `splits.csv` that keeps each pair in one split. Output
+depends only on the spec, never on `workers`.
 
     python -c "from dfflab.data.synth import synthesize; synthesize('data/synthdff')"
 """
@@ -28,98 +21,39 @@ varied native sizes and JPEG qualities; fakes are `fake_size` squares saved at q
 from __future__ import annotations
 
 import calendar
+import csv
 import io
 import json
 import multiprocessing
 import os
 import shutil
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from dfflab.data.imageops import gaussian_blur, match_colour, resize, sample_bilinear
-from dfflab.data.synth_faces import (
-    FaceFrame,
-    Shot,
-    add_sensor_noise,
-    face_frame,
-    from_face,
-    image_grid,
-    render_portrait,
-    sample_identity,
-    sample_shot,
-    to_face,
-)
+from dfflab.data.layout import PARTNERS_FILE, SPLITS_FILE
+from dfflab.data.links import read_partners
+from dfflab.data.reader import list_entries
+from dfflab.data.splits import assign_splits, write_splits
+from dfflab.data.synth_fakes import SOURCE_STREAMS, SynthSpec, draw_fakes, make_real
 
-__all__ = ["SynthSpec", "synthesize", "make_real", "relpaths"]
+__all__ = ["VERSION", "SynthSpec", "make_real", "partners", "relpaths", "synthesize", "write_synth"]
 
-_SOURCES = ("wiki", "inpainting", "insight", "text2img")  # index = rng stream
-_IDENTITY = len(_SOURCES)  # rng stream of a person's identity
+_SOURCES = SOURCE_STREAMS
 _TABLE = 2**20  # rng stream of the file-name table
-_REAL_QUALITY = (60, 95)  # web photos
-_FAKE_QUALITY = (90, 95)  # DFF saved its fakes at high quality
-_MAX_ASPECT = 1.4
 _BLOCK = 32  # partners are drawn inside fixed blocks, so a task renders all it needs
 _MARKER = "SYNTHDFF.json"
 _STAGING = ".synthdff-staging"
-
-# Artifact strengths at difficulty 1; amplitudes scale linearly with difficulty d,
-# the low-resolution blend as min(d, 1) and mask feathers shrink as 1 / (1 + d). Pixel
-# amounts are at fake_size 128 and scale with it, so the fingerprints keep their
-# size in the detector's 64 px input whatever fake_size is.
-_LOWRES = 2  # generators work at 1/2 resolution and upsample (weight min(d, 1))
-_T2I_PERIOD = 8  # px; the decoder's checkerboard (4 px once resized to 64)
-_T2I_TILE = 0.02  # checkerboard amplitude, fraction of the pixel value
-_T2I_SMOOTH = 0.5  # extra Gaussian sigma, px: diffusion skin is smooth
-_T2I_SATURATE = 0.12  # saturation gain
-_INP_PERIOD = 12  # px; inpainting's grid, another period than text2img's
-_INP_TILE = 0.02
-_INP_SMOOTH = 0.5
-_INP_SHIFT = 0.04  # colour gain mismatch of the redrawn box, per channel
-_INP_FEATHER = 0.16  # mask feather at d = 0, image units; sharper as d grows
-_INS_BLUR = 0.8  # px; the swapper's output is blurrier than the photo
-_INS_CAST = 0.06  # residual colour gain error after mean/std matching
-_INS_SEAM = 0.05  # brightness ridge along the paste boundary
-_INS_FEATHER = 0.24  # mask feather at d = 0, face units; sharper as d grows
-
-
-@dataclass(frozen=True)
-class SynthSpec:
-    """What SynthDFF to draw; the same spec always gives the same bytes.
-
-    Attributes:
-        n_real: Number of real photos; the dataset holds 4 * n_real images.
-        seed: Master seed.
-        difficulty: Scales every fake's artifacts: 0 almost none, 1 detectable by a
-            small CNN with effort, 2 blatant.
-        fake_size: Side of the square fakes (DFF: 512; small so CPUs train fast).
-        real_min: Smallest native side of a real.
-        real_max: Largest native side of a real.
-    """
-
-    n_real: int = 1000
-    seed: int = 0
-    difficulty: float = 1.0
-    fake_size: int = 128
-    real_min: int = 80
-    real_max: int = 224
-
-    def __post_init__(self):
-        if not 1 <= self.n_real <= 900_000:
-            raise ValueError(f"n_real must be in [1, 900000], got {self.n_real}")
-        if self.seed < 0 or self.difficulty < 0:
-            raise ValueError("seed and difficulty must be >= 0")
-        if self.fake_size < 32 or not 32 <= self.real_min <= self.real_max:
-            raise ValueError("need fake_size >= 32 and 32 <= real_min <= real_max")
+_DEFAULT = SynthSpec()
+VERSION = 2  # 2: partners are mutual pairs, as in DFF, and partners.csv records them (1: cycles)
 
 
 def synthesize(
     out: Path | str,
-    spec: SynthSpec = SynthSpec(),
+    spec: SynthSpec = _DEFAULT,
     as_zip: bool = False,
     workers: int = 0,
     progress: bool = True,
@@ -132,7 +66,8 @@ def synthesize(
 
     Args:
         out: Root folder; gets wiki/, inpainting/, insight/, text2img/ or, with
-            `as_zip`, the four `<source>.zip`, plus SYNTHDFF.json (spec and counts).
+            `as_zip`, the four `<source>.zip`, plus partners.csv and
+            SYNTHDFF.json (spec and counts).
         spec: What to draw.
         as_zip: Write `<source>.zip` archives (entries `<source>/<NN>/<file>.jpg`).
         workers: Processes; 0 = os.cpu_count(). Output does not depend on it.
@@ -146,8 +81,8 @@ def synthesize(
     _clear_previous(out)
     staging = out / _STAGING
     shutil.rmtree(staging, ignore_errors=True)
-    names, partners = relpaths(spec), _partners(spec)
-    jobs = [[(i, names[i], partners[i]) for i in b] for b in _blocks(spec.n_real)]
+    names, partner = relpaths(spec), partners(spec)
+    jobs = [[(i, names[i], partner[i]) for i in b] for b in _blocks(spec.n_real)]
     tasks = [(spec, job, staging) for job in jobs]
     _run(tasks, workers or os.cpu_count() or 1, progress, 4 * spec.n_real)
     for source in _SOURCES:
@@ -156,9 +91,10 @@ def synthesize(
         else:
             os.replace(staging / source, out / source)
     shutil.rmtree(staging)
+    _write_partners(out / PARTNERS_FILE, names, partner)
     meta = {
         "dataset": "SynthDFF",
-        "version": 1,
+        "version": VERSION,
         "spec": asdict(spec),
         "layout": "zip" if as_zip else "folders",
         "counts": {s: spec.n_real for s in _SOURCES},
@@ -167,6 +103,22 @@ def synthesize(
     tmp = out / (_MARKER + ".part")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, out / _MARKER)
+    return out
+
+
+def write_synth(out: Path | str, spec: SynthSpec, cfg, as_zip: bool = False, progress: bool = True) -> Path:
+    """Synthesize SynthDFF and save its partner-aware split beside it (``splits.csv``).
+
+    The split keeps each partner pair (and so every image showing either photo or
+    identity) in one split; ``cfg.data`` gives its fractions and seed.
+    """
+    out = Path(out)
+    synthesize(out, spec, as_zip=as_zip, progress=progress)
+    entries = list_entries(out, _SOURCES)
+    links = read_partners(out / PARTNERS_FILE)
+    splits = assign_splits(((e.relpath, e.source) for e in entries), cfg.data.val_frac,
+                           cfg.data.test_frac, cfg.data.split_seed, links=links)
+    write_splits(out / SPLITS_FILE, splits)
     return out
 
 
@@ -202,19 +154,32 @@ def _blocks(n: int) -> list[list[int]]:
     return [b.tolist() for b in np.array_split(np.arange(n), k)]
 
 
-def _partners(spec: SynthSpec) -> list[int]:
-    """Each index's partner: the next one on a random cycle through its block."""
+def partners(spec: SynthSpec) -> list[int]:
+    """Each index's partner: photos are paired two by two inside their block, as DFF
+    paired its photos; an odd block ends in a cycle of three (a -> b -> c -> a)."""
     rng = np.random.default_rng([spec.seed, _TABLE + 1])
     partner = list(range(spec.n_real))
     for block in _blocks(spec.n_real):
-        order = rng.permutation(block)
-        for a, b in zip(order, np.roll(order, -1), strict=True):
-            partner[int(a)] = int(b)
+        order = [int(i) for i in rng.permutation(block)]
+        cut = len(order) - 3 if len(order) % 2 else len(order)
+        for a, b in zip(order[:cut:2], order[1:cut:2], strict=True):
+            partner[a], partner[b] = b, a
+        tail = order[cut:]
+        for a, b in zip(tail, tail[1:] + tail[:1], strict=True):
+            partner[a] = b
     return partner
 
 
-def _rng(spec: SynthSpec, idx: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([spec.seed, idx, stream])
+def _write_partners(path: Path, names: list[str], partner: list[int]) -> None:
+    """``relpath,partner``: the photo whose picture or identity the fakes at relpath use."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["relpath", "partner"])
+    for i in sorted(range(len(names)), key=names.__getitem__):
+        w.writerow([names[i], names[partner[i]]])
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
 
 
 def _run(tasks: list, workers: int, progress: bool, total: int) -> None:
@@ -228,168 +193,27 @@ def _run(tasks: list, workers: int, progress: bool, total: int) -> None:
                 bar.update(count)
 
 
+
+
 def _render_block(task) -> int:
     """Draws one block's reals and fakes into the staging folder."""
     spec, job, staging = task  # job: (index, relpath, partner index) triples
     reals = {i: make_real(spec, i) for i, _, _ in job}
     for i, name, p in job:
-        real, partner = reals[i], reals[p]
-        files = {
-            "wiki": real.jpeg,
-            "inpainting": _inpainting(spec, i, real, partner),
-            "insight": _insight(spec, i, real, partner),
-            "text2img": _text2img(spec, i, partner),
-        }
-        for source, data in files.items():
+        for source, data in draw_fakes(spec, i, reals[i], reals[p]).items():
             path = staging / source / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
     return 4 * len(job)
 
 
-# --- the real and its three fakes --------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class Real:
-    """A drawn real photo and what its fakes need from it."""
-
-    identity: np.ndarray
-    shot: Shot
-    jpeg: bytes
-    size: tuple[int, int]  # native (width, height)
-    square: np.ndarray  # decoded, centre-cropped, resized to fake_size; (S, S, 3)
-
-
-def make_real(spec: SynthSpec, idx: int) -> Real:
-    """Draws real number `idx`: a portrait at a web photo's size and JPEG quality."""
-    identity = sample_identity(_rng(spec, idx, _IDENTITY))
-    rng = _rng(spec, idx, 0)
-    shot = sample_shot(rng)
-    h = int(rng.integers(spec.real_min, spec.real_max, endpoint=True))
-    aspect = np.exp(rng.uniform(-np.log(_MAX_ASPECT), np.log(1.2)))  # mostly portrait
-    w = int(np.clip(round(h * aspect), spec.real_min, spec.real_max))
-    quality = int(rng.integers(*_REAL_QUALITY, endpoint=True))
-    img = render_portrait(identity, shot, w, h)
-    img = add_sensor_noise(img, shot.params["noise"], rng)
-    data = _jpeg(img, quality)
-    return Real(identity, shot, data, (w, h), _square(data, spec.fake_size))
-
-
-def _text2img(spec: SynthSpec, idx: int, partner: Real) -> bytes:
-    """A new photo of the partner's identity, as a diffusion model would draw it."""
-    rng = _rng(spec, idx, _SOURCES.index("text2img"))
-    shot = sample_shot(rng)
-    quality = int(rng.integers(*_FAKE_QUALITY, endpoint=True))
-    d, n = spec.difficulty, spec.fake_size
-    img = render_portrait(partner.identity, shot, n, n)
-    checker = _T2I_TILE * _tile(n, _T2I_PERIOD, checker=True)
-    img = _decoder_trace(img, d, _T2I_SMOOTH, checker)
-    grey = img.mean(axis=-1, keepdims=True)
-    img = grey + (1 + _T2I_SATURATE * d) * (img - grey)
-    img = add_sensor_noise(img, shot.params["noise"] * max(0.0, 1 - d / 2), rng)
-    return _jpeg(img, quality)
-
-
-def _inpainting(spec: SynthSpec, idx: int, real: Real, partner: Real) -> bytes:
-    """This photo with its face box redrawn by a generator, identity drifting."""
-    rng = _rng(spec, idx, _SOURCES.index("inpainting"))
-    t = rng.uniform(0.3, 0.7)
-    shift = rng.uniform(-1, 1, 3).astype(np.float32)
-    quality = int(rng.integers(*_FAKE_QUALITY, endpoint=True))
-    d, n = spec.difficulty, spec.fake_size
-    identity = real.identity + t * (partner.identity - real.identity)
-    face = render_portrait(identity, real.shot, n, n)
-    grid = _INP_TILE * _tile(n, _INP_PERIOD, checker=False)
-    face = _decoder_trace(face, d, _INP_SMOOTH, grid)
-    face = face * (1 + _INP_SHIFT * d * shift)
-    # The photo around it keeps its noise, shrunk by the downscale to the square.
-    sigma = real.shot.params["noise"] / max(1.0, min(real.size) / n)
-    face = add_sensor_noise(face, sigma * max(0.0, 1 - d / 2), rng)
-    mask = _box_mask(face_frame(real.identity, real.shot), n, _INP_FEATHER / (1 + d))
-    img = real.square + mask[..., None] * (face - real.square)
-    return _jpeg(img, quality)
-
-
-def _insight(spec: SynthSpec, idx: int, real: Real, partner: Real) -> bytes:
-    """The partner's photo with this photo's inner face swapped in."""
-    rng = _rng(spec, idx, _SOURCES.index("insight"))
-    cast = rng.uniform(-1, 1, 3).astype(np.float32)
-    seam = rng.choice((-1.0, 1.0))
-    quality = int(rng.integers(*_FAKE_QUALITY, endpoint=True))
-    d, n = spec.difficulty, spec.fake_size
-    # Warp by normalised face coordinates, so eyes land on eyes whatever the poses.
-    u, v, _ = image_grid(n, n)
-    dst = face_frame(partner.identity, partner.shot)
-    src = face_frame(real.identity, real.shot)
-    x, y = to_face(u, v, dst)
-    nx, ny = x / dst.rx, y / dst.ry
-    su, sv = from_face(nx * src.rx, ny * src.ry, src)
-    face = sample_bilinear(real.square, (su + 1) * n / 2 - 0.5, (sv + 1) * n / 2 - 0.5)
-    r = np.sqrt((nx / 0.8) ** 2 + ((ny - 0.2) / 0.7) ** 2)  # brows to chin
-    mask = np.clip(0.5 - (r - 1) / (_INS_FEATHER / (1 + d)), 0, 1)
-    # Match on the cheeks and nose, which both faces show as skin.
-    face = match_colour(face, partner.square, r < 0.7) * (1 + _INS_CAST * d * cast)
-    # The swapper works on a small crop: lose detail, then blur a little more.
-    low = max(8, round(n / (1 + d)))
-    face = gaussian_blur(resize(resize(face, low, low), n, n), _INS_BLUR * d * n / 128)
-    img = partner.square + mask[..., None] * (face - partner.square)
-    ridge = np.exp(-(((r - 1) / 0.06) ** 2))
-    img = img + _INS_SEAM * d * seam * ridge[..., None]
-    return _jpeg(img, quality)
-
-
-# --- fingerprints and helpers ------------------------------------------------
-
-
-def _decoder_trace(img: np.ndarray, d: float, smooth: float, tile: np.ndarray):
-    """A generator's output: upsampled from low resolution, smooth, periodic."""
-    n = img.shape[0]
-    low = resize(resize(img, n // _LOWRES, n // _LOWRES), n, n)
-    img = img + min(d, 1.0) * (low - img)
-    img = gaussian_blur(img, smooth * d * n / 128)
-    return img * (1 + d * tile[..., None])
-
-
-def _tile(n: int, period: float, checker: bool) -> np.ndarray:
-    """A periodic (n, n) pattern in [-1, 1]: a checkerboard, or a grid of lines."""
-    t = np.cos(2 * np.pi * (np.arange(n) + 0.5) / (period * n / 128))
-    if checker:
-        return np.outer(t, t).astype(np.float32)
-    return (0.5 * (t[:, None] + t[None, :])).astype(np.float32)
-
-
-def _box_mask(fr: FaceFrame, n: int, feather: float) -> np.ndarray:
-    """SD inpainting's mask: the face's bounding box with feathered edges."""
-    u, v, _ = image_grid(n, n)
-    half_w = 1.25 * fr.scale * fr.rx
-    half_h = 1.2 * fr.scale * fr.ry
-    mid = fr.cy - 0.1 * fr.scale * fr.ry  # raised a little to take in the brow
-    mu = np.clip((half_w - np.abs(u - fr.cx)) / feather + 0.5, 0, 1)
-    mv = np.clip((half_h - np.abs(v - mid)) / feather + 0.5, 0, 1)
-    return mu * mv
-
-
-def _square(jpeg: bytes, n: int) -> np.ndarray:
-    """Decodes a JPEG, crops its central square and resizes it to n x n."""
-    im = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    w, h = im.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    im = im.crop(box).resize((n, n), Image.BICUBIC)
-    return np.asarray(im, dtype=np.float32) / 255
-
-
-def _jpeg(img: np.ndarray, quality: int) -> bytes:
-    arr = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+# --- files ------------------------------------------------------------------
 
 
 def _clear_previous(out: Path) -> None:
     """Removes an earlier SynthDFF's sources; refuses to touch anything else."""
     targets = [out / s for s in _SOURCES] + [out / f"{s}.zip" for s in _SOURCES]
+    targets += [out / PARTNERS_FILE, out / SPLITS_FILE]
     present = [t for t in targets if t.exists()]
     if present and not (out / _MARKER).exists():
         raise FileExistsError(f"{present[0]} exists and {out} holds no {_MARKER}")
@@ -412,16 +236,3 @@ def _zip_folder(folder: Path, dest: Path, source: str) -> None:
             zf.writestr(info, (folder / rel).read_bytes())
     os.replace(part, dest)
 
-
-def write_synth(out: Path, spec, cfg, as_zip: bool = False, progress: bool = True) -> Path:
-    """Synthesize and save the grouped split beside the data (``splits.csv``)."""
-    from dfflab.data.layout import FAKE_SOURCES, REAL_SOURCE
-    from dfflab.data.reader import list_entries
-    from dfflab.data.splits import assign_splits, write_splits
-
-    synthesize(out, spec, as_zip=as_zip, progress=progress)
-    entries = list_entries(out, (REAL_SOURCE, *FAKE_SOURCES))
-    splits = assign_splits(((e.relpath, e.source) for e in entries), cfg.data.val_frac,
-                           cfg.data.test_frac, cfg.data.split_seed)
-    write_splits(out / "splits.csv", splits)
-    return out

@@ -1,8 +1,9 @@
 """Which store rows a detector trains on, selects on and is tested on (every trainer uses this).
 
 ``train.train-sources`` pick the fakes of train and val (reals always included),
-``train.test-sources`` those of test; ``train.label-frac`` keeps a seeded, per-source
-stratified share of the training rows (label-efficiency experiments).
+``train.test-sources`` those of test, each empty (the default) meaning every fake source
+the store holds; ``train.label-frac`` keeps a seeded, per-source stratified share of the
+training rows (label-efficiency experiments).
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ from dfflab.config import ConfigError
 
 
 def check_sources(store, sources: list[str], key: str) -> list[str]:
-    """Raise ConfigError naming ``key`` when ``sources`` names no or unknown fake sources."""
-    if not sources:
-        raise ConfigError(
-            f"{key} is empty: name at least one fake source ({', '.join(store.fake_sources)})"
-        )
-    unknown = [s for s in sources if s not in store.fake_sources]
-    if unknown:
-        raise ConfigError(
-            f"{key}: unknown fake source(s) {unknown}; the store {store.path} has "
-            f"{', '.join(store.fake_sources)}"
-        )
-    return list(sources)
+    """The fake sources ``sources`` names (empty: all the store holds); ConfigError naming ``key``
+    for unknown ones."""
+    try:
+        return store.resolve_sources(sources)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def label_subset(store, rows: np.ndarray, frac: float, seed: int) -> np.ndarray:

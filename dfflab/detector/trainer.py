@@ -121,7 +121,7 @@ def _keep_if_best(f: Fit, val: dict, val_per: dict, thr: float) -> None:
     f.best = {"key": key, "epoch": f.epoch, "threshold": thr, "bad": 0, "val": val, "val_per_source": val_per}
     save_detector(f.run.path("detector.pt"), f.recipe.model, f.cfg.model, f.store.image_size, threshold=thr,
                   source_names=f.store.source_names, epoch=f.epoch, stage=STAGE, run=f.run.name,
-                  train_sources=list(f.cfg.train.train_sources))
+                  train_sources=f.store.resolve_sources(f.cfg.train.train_sources))
 
 
 def train_detector(cfg, *, name: str = "scratch", parent: str | None = None, note: str = "", store=None,
@@ -209,14 +209,15 @@ def _finish(f: Fit, stopped: str, progress: bool) -> None:
         "val_per_source": best["val_per_source"], "threshold": best["threshold"], "best_epoch": best["epoch"],
         "epochs_run": f.epoch, "steps_per_epoch": f.recipe.steps, "steps": f.epoch * f.recipe.steps,
         "stopped": stopped, "samples": f.samples, "seconds": round(f.seconds, 2),
-        "train_sources": list(t.train_sources), "test_sources": list(t.test_sources), "init": t.init,
+        "train_sources": f.store.resolve_sources(t.train_sources),
+        "test_sources": f.store.resolve_sources(t.test_sources), "init": t.init,
         "init_path": f.init_path, "label_frac": t.label_frac, "sizes": {k: len(v) for k, v in f.rows.items()},
         "device": str(f.recipe.device), "model": asdict(f.cfg.model), "checkpoint": str(run.path("detector.pt")),
     }
     if t.audit:
         from dfflab.data.audit import run_audit
 
-        summary["audit"] = run_audit(f.store, f.rows["train"], f.rows["test"], t.seed)
+        summary["audit"] = run_audit(f.store, f.rows["train"], f.rows["test"], t.seed, test.overall["auroc"])
         summary["audit"]["detector_auroc"] = test.overall["auroc"]
     _plots(run, test, f.store.source_names)
     run.write_summary(summary)

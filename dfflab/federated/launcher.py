@@ -135,7 +135,7 @@ def alive(pid: int) -> bool:
 # -- federated run ------------------------------------------------------------------------
 def check_source_n(cfg, store) -> None:
     """``source`` partitioning needs N to be a multiple of the fake sources trained on."""
-    k = len([s for s in cfg.train.train_sources if s in store.fake_sources])
+    k = len([s for s in cfg.train.train_sources or store.fake_sources if s in store.fake_sources])
     if cfg.fl.partitioning == "source" and (k == 0 or cfg.fl.num_partitions % k):
         raise ConfigError(f"fl.num-partitions={cfg.fl.num_partitions}: source partitioning needs a "
                           f"multiple of the {k} fake sources in train.train-sources")

@@ -79,7 +79,7 @@ def run_local_only(cfg, *, name: str | None = None, parent: str | None = None, n
         e["scores"].save(run.path(f"test_scores_client{p}.npz"))
         save_detector(run.path(f"detector_client{p}.pt"), models[p], cfg.model, store.image_size,
                       threshold=e["threshold"], source_names=store.source_names, stage=STAGE,
-                      run=run.name, partition_id=p, train_sources=list(cfg.train.train_sources))
+                      run=run.name, partition_id=p, train_sources=store.resolve_sources(cfg.train.train_sources))
     scored = [e["scores"] for e in evals.values()]
     mean_ci = mean_intervals([sc.probs for sc in scored], scored[0].pred.labels.numpy(),
                              [sc.threshold for sc in scored], cfg.train.bootstrap, cfg.train.seed)

@@ -194,7 +194,7 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
     from dfflab.models import save_detector
 
     meta = {"stage": STAGE, "run": run.name, "strategy": cfg.fl.strategy, "partitioning": cfg.fl.partitioning,
-            "train_sources": list(cfg.train.train_sources)}
+            "train_sources": store.resolve_sources(cfg.train.train_sources)}
     if "scores" in last_eval:  # the final global model's test scores: intervals, and kept for paired comparisons
         last_eval["scores"].add_intervals(cfg.train.bootstrap, cfg.train.seed).save(run.path("test_scores.npz"))
     save_detector(run.path("detector.pt"), model, cfg.model, store.image_size, threshold=last_eval["threshold"],

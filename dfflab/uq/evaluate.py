@@ -188,7 +188,8 @@ def evaluate_run(run_dir: Path | str, cfg=None, methods: list[str] | None = None
     uq = {"run": run.name, "stage": run.record.get("stage"), "detector": str(models.detector),
           "members": [str(p) for p in models.members], "clients": [str(p) for p in models.clients],
           "settings": {k: getattr(cfg.uq, k) for k in ("mc_samples", "ece_bins", "coverage")},
-          "train_sources": list(cfg.train.train_sources), "test_sources": list(cfg.train.test_sources),
+          "train_sources": store.resolve_sources(cfg.train.train_sources),
+          "test_sources": store.resolve_sources(cfg.train.test_sources),
           "sizes": {k: len(v) for k, v in rows.items()}, "methods": report, "skipped": skipped,
           "unseen": {h: {f"{m}/{score}": v for m, u in per.items() for score, v in u["separation_auroc"].items()}
                      for h, per in unseen.items()},
@@ -209,8 +210,9 @@ def evaluate_run(run_dir: Path | str, cfg=None, methods: list[str] | None = None
 
 def _unseen(report: dict, outputs: dict, store, cfg) -> dict:
     """{held_out: {method: unseen_scores}} for each generator the run never trained on."""
-    held = held_out_sources(cfg.train.train_sources, cfg.train.test_sources, store.fake_sources)
-    seen = [s for s in cfg.train.train_sources if s in cfg.train.test_sources]
+    train_src, test_src = store.resolve_sources(cfg.train.train_sources), store.resolve_sources(cfg.train.test_sources)
+    held = held_out_sources(train_src, test_src, store.fake_sources)
+    seen = [s for s in train_src if s in test_src]
     if not held or not seen:
         return {}
     return {h: {name: unseen_scores(out, store.source_names, h, seen, threshold=report[name]["threshold"],
