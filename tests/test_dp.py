@@ -195,7 +195,7 @@ def test_dp_simulation_records_epsilon_every_round(tmp_path):
 
 def test_privacy_tables_pair_runs_by_seed_and_plot_auroc_against_epsilon(tmp_path):
     from dfflab.evidence import intervals
-    from dfflab.federated import privacy_tables as pt
+    from dfflab.report import privacy as pt
     from dfflab.runs import Run
 
     rng = np.random.default_rng(0)
@@ -219,7 +219,7 @@ def test_privacy_tables_pair_runs_by_seed_and_plot_auroc_against_epsilon(tmp_pat
         fake_run("fedavg-source-byol-init", seed, 0.5)
     for z, eps, signal in ((0.01, 5e4, 2.0), (0.1, 650.0, 1.0), (1.0, 19.0, 0.0)):
         fake_run(f"dp-fedavg-source-z{z}", 0, signal, (z, eps))
-    inits, dp_runs, base = pt.find_privacy_runs(load_config("tiny", [f"results={tmp_path}"]))
+    inits, dp_runs, base = pt.find_privacy_runs(tmp_path)
     assert list(inits) == ["scratch", "centralized byol", "federated byol"] and len(base) == 2
     rows = pt.init_comparison(inits, 200)
     assert rows[1]["vs scratch"]["verdict"] == "worse" and rows[1]["vs scratch"]["n_seeds"] == 2

@@ -200,10 +200,10 @@ def cmd_partition_plot(args: argparse.Namespace) -> int:
 
 def cmd_privacy_tables(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
-    from dfflab.federated import privacy_tables as pt
+    from dfflab.report import privacy as pt
 
     cfg = config_from_args(args)
-    inits, dp_runs, base = pt.find_privacy_runs(cfg)
+    inits, dp_runs, base = pt.find_privacy_runs(cfg.results)
     if len(inits) > 1:
         print("## Inits for federated fine-tuning (FedAvg, one generator per client)\n")
         print(pt.init_table(pt.init_comparison(inits, cfg.train.bootstrap)))

@@ -21,12 +21,13 @@ from pathlib import Path
 from dfflab.files import atomic_write_text
 from dfflab.report.cells import secs, table
 from dfflab.report.chains import evolution_section
-from dfflab.report.context import Context
+from dfflab.report.context import Context, resamples
 from dfflab.report.describe_detector import detector_section
 from dfflab.report.describe_federated import federated_section as fl_setup
 from dfflab.report.describe_gan import gan_section as gan_setup
 from dfflab.report.describe_ssl import ssl_section as ssl_setup
 from dfflab.report.discussion import discussion_section
+from dfflab.report.privacy import privacy_section
 from dfflab.report.results_central import centralized_section, per_source_section, robustness_section
 from dfflab.report.results_federated import SEARCH_CHAIN, federated_section
 from dfflab.report.results_gan import gan_section
@@ -61,7 +62,11 @@ def results_section(ctx: Context) -> list[str]:
     lines = ["## 3. Results", "",
              "Every number carries its 95% interval where the run recorded one (in brackets) and links its run "
              "folder; a difference is *better* or *worse* only when its paired interval excludes zero.", ""]
-    lines += centralized_section(ctx) + federated_section(ctx) + per_source_section(ctx) + robustness_section(ctx)
+    lines += centralized_section(ctx) + federated_section(ctx)
+    private = privacy_section(ctx.results, ctx.plots, resamples(ctx.all_runs()))
+    if private:
+        lines += ["### 3.2b Privacy: federated SSL and differential privacy", ""] + private
+    lines += per_source_section(ctx) + robustness_section(ctx)
     lines += ssl_section(ctx) + uq_section(ctx) + gan_section(ctx)
     from dfflab.report.chains import chain_names, chain_steps
 

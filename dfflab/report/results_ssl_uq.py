@@ -11,12 +11,13 @@ from dfflab.report.context import Context
 def ssl_section(ctx: Context) -> list[str]:
     """3.6: frozen-feature probes of each SSL run, the views experiment, label efficiency."""
     lines = ["### 3.6 Self-supervised pretraining and label efficiency", ""]
-    runs = [g[0] for g in ctx.groups("ssl")]
+    # centralized SSL runs, then federated ones (stage federated-ssl: no image left its client)
+    runs = [g[0] for g in ctx.groups("ssl")] + [g[0] for g in ctx.groups("federated-ssl")]
     if runs:
         lines += ["Frozen backbone features: kNN and linear-probe accuracy (no intervals recorded for the probes):", ""]
         lines += table(["run", "views", "epochs", "kNN r/f (random init, val)", "kNN real/fake (test)",
                         "kNN 4-way source (test)", "linear real/fake (test)", "linear source (test)", "seconds"],
-                       [[r.name, get(r.summary, "views"), get(r.summary, "epochs"),
+                       [[r.name if r.stage == "ssl" else f"{r.name} (federated)", get(r.summary, "views"), get(r.summary, "epochs"),
                          get(r.summary, "random_init.knn_real_fake_acc"), get(r.summary, "knn.knn_real_fake_acc_test"),
                          get(r.summary, "knn.knn_source_acc_test"), get(r.summary, "linear.linear_real_fake_acc_test"),
                          get(r.summary, "linear.linear_source_acc_test"), secs(get(r.summary, "seconds"))] for r in runs])

@@ -1,6 +1,6 @@
-"""The privacy results, read from finished run folders only (no training here).
+"""The privacy results, read from finished run folders only (no training here): a report section.
 
-    dfflab federated privacy-tables --preset quick      # newest runs of this preset's data
+    dfflab federated privacy-tables --preset quick      # the same tables on the terminal
 
 * **Inits for federated fine-tuning**: FedAvg by source from scratch, from the centralized SSL
   backbone and from the federated SSL backbone (the fully federated path): test AUROC with
@@ -149,35 +149,50 @@ def plot_privacy_utility(rows: list[dict], path: Path | str) -> Path | None:
     return save_figure(fig, path)
 
 
-def _newest_per_seed(results, name: str, fingerprint: str | None) -> list[Run]:
-    """The newest finished ``federated`` run of ``name`` per ``train.seed`` (on the same data), by seed."""
-    from dfflab.runs import list_runs
-
-    by_seed: dict[int, Run] = {}
-    for run in list_runs(results, "federated"):  # oldest first: newer ones replace older
-        if run.finished and run.record.get("name") == name and (
-                fingerprint is None or run.record.get("dataset_fingerprint") == fingerprint):
-            by_seed[_seed(run)] = run
-    return [by_seed[k] for k in sorted(by_seed)]
-
-
-def find_privacy_runs(cfg, methods=("simclr", "byol")) -> tuple[dict[str, list[Run]], list[Run], list[Run]]:
-    """(inits to compare: label -> runs by seed, DP runs, the non-private base runs) in ``cfg.results``;
+def find_privacy_runs(results, methods=("simclr", "byol")) -> tuple[dict[str, list[Run]], list[Run], list[Run]]:
+    """(inits to compare: label -> runs by seed, DP runs, the non-private base runs) under ``results``;
     everything on the data of the newest ``fedavg-source`` run."""
-    from dfflab.runs import list_runs
+    from dfflab.runs import find_seeds, list_runs
 
-    newest = find_run(cfg.results, "federated", name=BASE)
-    fp = newest.record.get("dataset_fingerprint") if newest else None
-    base = _newest_per_seed(cfg.results, BASE, fp)
+    newest = find_run(results, "federated", name=BASE)
+    if newest is None:
+        return {}, [], []
+    fp = newest.record.get("dataset_fingerprint")
+
+    def seeds(name: str) -> list[Run]:
+        return [r for r in find_seeds(results, "federated", name) if r.record.get("dataset_fingerprint") == fp]
+
+    base = seeds(BASE)
     inits = {"scratch": base} if base else {}
     for m in methods:
         for label, name in ((f"centralized {m}", f"{BASE}-{m}-init"), (f"federated {m}", f"{BASE}-fed{m}-init")):
-            runs = _newest_per_seed(cfg.results, name, fp)
+            runs = seeds(name)
             if runs:
                 inits[label] = runs
     dp: dict[str, Run] = {}
-    for run in list_runs(cfg.results, "federated"):
-        if run.finished and run.record.get("name", "").startswith(f"dp-{BASE}-z") and (
-                fp is None or run.record.get("dataset_fingerprint") == fp):
+    for run in list_runs(results, "federated"):
+        if run.finished and run.record.get("name", "").startswith(f"dp-{BASE}-z") and \
+                run.record.get("dataset_fingerprint") == fp:
             dp[f"{run.record['name']}@{_seed(run)}"] = run  # list_runs is oldest first
     return inits, list(dp.values()), base
+
+
+def privacy_section(results, plots_dir, resamples: int) -> list[str]:
+    """Report lines: the inits of federated fine-tuning (the fully federated path) and DP-FedAvg's
+    privacy-utility table and plot; nothing when no such runs exist."""
+    inits, dp_runs, base = find_privacy_runs(results)
+    lines = []
+    if len(inits) > 1:
+        lines += ["### Fully federated path: which backbone to fine-tune federated", "",
+                  "FedAvg by source from scratch, from the centralized SSL backbone and from the federated SSL "
+                  "backbone (no image leaves a client at any stage); test AUROC with 95% intervals and paired "
+                  "differences on the same test images.", "", init_table(init_comparison(inits, resamples)), ""]
+    if dp_runs:
+        rows = privacy_utility(dp_runs, base, resamples)
+        lines += ["### Differential privacy: privacy against utility", "",
+                  "DP-FedAvg by source (client-level clipping and Gaussian noise, Flower's wrappers; epsilon from "
+                  "the RDP accountant of dp-accounting after the last round):", "", privacy_table(rows), ""]
+        plot = plot_privacy_utility(rows, Path(plots_dir) / "privacy_utility.png")
+        if plot:
+            lines += [f"![privacy-utility](plots/{plot.name})", ""]
+    return lines
