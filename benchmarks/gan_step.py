@@ -1,0 +1,64 @@
+"""GAN training-step throughput on this machine: ``train_epoch`` as ``dfflab generative train`` runs it.
+
+Prints real images per second through D (one D step + one G step + EMA per batch of
+``gan.batch-size``), milliseconds per G step, and the process CPU time per step. On a
+shared machine wall time depends on the other load; CPU time per step with one thread
+does much less, so both are printed (``cpu use`` = CPU seconds per wall second).
+
+    python benchmarks/gan_step.py                          # quick preset, all cores
+    python benchmarks/gan_step.py --threads 1 --steps 60   # one thread (shared machine)
+    python benchmarks/gan_step.py --set gan.g-width=32 --set gan.batch-size=64
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dfflab.config import load_config
+from dfflab.data import ensure_store
+from dfflab.device import resolve_device, set_threads
+from dfflab.generative.train import build_parts, train_epoch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    ap.add_argument("--steps", type=int, default=40, help="timed G steps per repeat")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is printed)")
+    args = ap.parse_args()
+
+    cfg = load_config(args.preset, args.overrides)
+    gc = cfg.gan
+    set_threads(args.threads)
+    device = resolve_device(cfg.train.device)
+    store = ensure_store(cfg, progress=False)
+    rows = store.select("train")[: gc.batch_size * gc.d_steps * (args.steps + 3)]
+    batches = list(store.batches(rows, gc.batch_size, drop_last=True))
+    parts = build_parts(cfg, len(store.source_names), device)
+    gen = torch.Generator().manual_seed(0)
+    print(f"GAN {gc.image_size}px, G width {gc.g_width}, D width {gc.d_width}, batch {gc.batch_size}, "
+          f"d-steps {gc.d_steps}, diffaug {gc.diffaug}, ema {gc.ema}; device {device}, "
+          f"{torch.get_num_threads()} CPU threads")
+    train_epoch(parts, batches[: 3 * gc.d_steps], cfg, device, gen, 0)  # warm-up: kernels, allocator
+    timed = batches[3 * gc.d_steps:]
+    walls, cpus = [], []
+    for _ in range(args.repeats):
+        t, c = time.perf_counter(), time.process_time()
+        train_epoch(parts, timed, cfg, device, gen, 0)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    n_img, n_g = len(timed) * gc.batch_size, len(timed) // gc.d_steps
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    print(f"wall: {n_img / wall:8.0f} img/s  {1000 * wall / n_g:7.1f} ms per G step   (median of {args.repeats} x "
+          f"{n_g} G steps)")
+    print(f"cpu:  {1000 * cpu / n_g:7.1f} ms CPU time per G step, cpu use {cpu / wall:.2f}")
+
+
+if __name__ == "__main__":
+    main()
