@@ -4,10 +4,11 @@ Prints real images per second through D (one D step + one G step + EMA per batch
 ``gan.batch-size``), milliseconds per G step, and the process CPU time per step. On a
 shared machine wall time depends on the other load; CPU time per step with one thread
 does much less, so both are printed (``cpu use`` = CPU seconds per wall second).
+Run from the repository root (``PYTHONPATH=.`` when dfflab is installed from elsewhere):
 
-    python benchmarks/gan_step.py                          # quick preset, all cores
-    python benchmarks/gan_step.py --threads 1 --steps 60   # one thread (shared machine)
-    python benchmarks/gan_step.py --set gan.g-width=32 --set gan.batch-size=64
+    PYTHONPATH=. python benchmarks/gan_step.py                          # quick preset, all cores
+    PYTHONPATH=. python benchmarks/gan_step.py --threads 1 --steps 60   # one thread (shared machine)
+    PYTHONPATH=. python benchmarks/gan_step.py --set gan.precision=fp32 --set gan.diffaug=none
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from dfflab.config import load_config
 from dfflab.data import ensure_store
 from dfflab.device import resolve_device, set_threads
-from dfflab.generative.train import build_parts, train_epoch
+from dfflab.generative.train import build_parts, load_train_data, train_epoch
 
 
 def main() -> None:
@@ -38,22 +39,24 @@ def main() -> None:
     set_threads(args.threads)
     device = resolve_device(cfg.train.device)
     store = ensure_store(cfg, progress=False)
-    rows = store.select("train")[: gc.batch_size * gc.d_steps * (args.steps + 3)]
-    batches = list(store.batches(rows, gc.batch_size, drop_last=True))
+    per = gc.batch_size * gc.d_steps
+    rows = store.select("train")[: per * (args.steps + 3)]
+    x, y = load_train_data(store, rows, gc.image_size, device)  # as training holds them: uint8 on the device
     parts = build_parts(cfg, len(store.source_names), device)
-    gen = torch.Generator().manual_seed(0)
-    print(f"GAN {gc.image_size}px, G width {gc.g_width}, D width {gc.d_width}, batch {gc.batch_size}, "
-          f"d-steps {gc.d_steps}, diffaug {gc.diffaug}, ema {gc.ema}; device {device}, "
-          f"{torch.get_num_threads()} CPU threads")
-    train_epoch(parts, batches[: 3 * gc.d_steps], cfg, device, gen, 0)  # warm-up: kernels, allocator
-    timed = batches[3 * gc.d_steps:]
+    gen = torch.Generator(device=device).manual_seed(0)
+    print(f"GAN {gc.arch} {gc.image_size}px, G width {gc.g_width}, D width {gc.d_width}, batch {gc.batch_size}, "
+          f"d-steps {gc.d_steps}, diffaug {gc.diffaug}, ema {gc.ema}, precision {gc.precision} "
+          f"({parts.amp_dtype or 'fp32'}); device {device}, {torch.get_num_threads()} CPU threads")
+    train_epoch(parts, (x[: 3 * per], y[: 3 * per]), cfg, gen, 0, 0)  # warm-up: kernels, allocator
+    timed = (x[3 * per:], y[3 * per:])
     walls, cpus = [], []
     for _ in range(args.repeats):
         t, c = time.perf_counter(), time.process_time()
-        train_epoch(parts, timed, cfg, device, gen, 0)
+        train_epoch(parts, timed, cfg, gen, 0, 0)
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
-    n_img, n_g = len(timed) * gc.batch_size, len(timed) // gc.d_steps
+    n_g = len(timed[0]) // per
+    n_img = n_g * per
     wall, cpu = statistics.median(walls), statistics.median(cpus)
     print(f"wall: {n_img / wall:8.0f} img/s  {1000 * wall / n_g:7.1f} ms per G step   (median of {args.repeats} x "
           f"{n_g} G steps)")
