@@ -121,7 +121,8 @@ def test_kid_std_is_real_when_subsets_are_smaller_than_n():
 def test_bootstrap_intervals_cover_the_estimate_and_separate_distributions():
     a, b = _sets(300, 300, shift=0.3)
     s = score(a, b, reps=200)
-    assert s["kid_ci"][0] < s["kid"] < s["kid_ci"][1] and s["fid_ci"][0] < s["fid_ci"][1]
+    assert s["kid_ci"][0] < s["kid"] < s["kid_ci"][1] and s["fid_ci"][0] < s["fid"] < s["fid_ci"][1]
+    assert len(s["fid_reps"]) == 50 and s["fid_ci_method"].startswith("jackknife")
     assert len(s["kid_reps"]) == 200 and s["n_real"] == 300 and s["n_fake"] == 300
     same = score(a, _sets(300, 300, shift=0.0, seed=1)[0], reps=200)  # another draw of a's distribution
     assert same["kid_ci"][0] < 0 < same["kid_ci"][1]  # unbiased: the interval holds 0

@@ -306,10 +306,14 @@ def test_evolve_chain_one_change_per_step_accepts_only_beyond_the_interval(gan_a
         if r["accepted"]:
             accepted = r["run"]
     assert chain["final_run"] == accepted
-    ema, its_parent = runs["evolve-ema"], Run.open(runs["evolve"].dir.parent / recs[2]["parent"])
-    assert ema.record["continues"] == its_parent.name and ema.config["gan"]["sample_ema"]
-    same = ema.load("last.pt")["g"], its_parent.load("last.pt")["g"]
+    by_step = {r["step"]: r for r in recs}
+    steps_of = {r["run"]: r["g_steps"] for r in recs}
+    longer, ema = by_step["longer"], by_step["ema"]
+    assert runs["evolve-longer"].record["continues"] == longer["parent"]
+    assert longer["g_steps"] == 4 * steps_of[longer["parent"]]  # four times the parent's G steps
+    its_parent = Run.open(runs["evolve"].dir.parent / ema["parent"])
+    assert runs["evolve-ema"].record["continues"] == its_parent.name and ema["g_steps"] == steps_of[ema["parent"]]
+    same = runs["evolve-ema"].load("last.pt")["g"], its_parent.load("last.pt")["g"]
     assert all(torch.equal(same[0][k], same[1][k]) for k in same[0])  # the parent's training, sampled from its EMA
-    longer = runs["evolve-longer"]
-    assert longer.record["continues"] == recs[-1]["parent"] and recs[-1]["g_steps"] > recs[0]["g_steps"]
+    assert chain["final"]["run"] == accepted and chain["final"]["n_eval"] == 3 and "fid_floor" in chain["final"]
     assert "| baseline |" in chain["table"] and "| baseline |" in capsys.readouterr().out

@@ -9,11 +9,13 @@ bootstrap interval of the difference (both scored against the same reference set
 with shared resampling, :func:`~dfflab.generative.metrics.paired_interval`); otherwise
 it is kept, marked rejected, and the next step starts again from the parent.
 
-Intermediate steps are scored with ``chain_n`` generated images per class (Inception
-at 299 px is the slow part on a CPU: KID is unbiased at any n, so a smaller n only
-widens its interval, which makes acceptance harder, never easier); the last step is
-scored at ``gan.eval-n`` with the floor. The chain's run folder (name ``evolve``) holds
-``summary.json``: every step's note, reason, verdict and scores, and the table.
+Every step is scored with ``gan.evolve-n`` generated images per class against the same
+set A (Inception at 299 px is the slow part on a CPU; KID is unbiased at any n, so a
+smaller n only widens its interval, which makes acceptance harder, never easier). The
+chain's result, the last accepted run, is then scored again at ``gan.eval-n`` with the
+real-vs-real floor (:func:`~dfflab.generative.train.rescore`). The chain's run folder
+(name ``evolve``) holds ``summary.json``: every step's change, note, reason, verdict and
+scores, the final scores at full n, and the table.
 """
 
 from __future__ import annotations
@@ -105,19 +107,19 @@ EVOLUTION: list[Step] = [
          "DiffAugment (Zhao et al. 2020): the same random colour, translation and cutout on every real "
          "and fake input of D, in D's and G's steps, so D cannot memorize the ~2,100 train images.",
          d_overfits),
+    Step("lr-g", lambda cfg: {"gan.lr-g": 2 * cfg.gan.lr_g},
+         "Twice G's learning rate (TTUR 4e-4 / 2e-4 instead of 4e-4 / 1e-4): a short CPU budget has few "
+         "G steps, and a D that is far from chance can take a faster G.", d_balance),
+    Step("longer", lambda cfg: {"gan.epochs": 4 * cfg.gan.epochs},
+         "Train the accepted recipe four times as long (continuing its run from its last checkpoint: "
+         "the same as one longer run): GANs train for 10^4-10^5 G steps, this budget has a few thousand.",
+         still_improving, continues=True),
     Step("ema", {"gan.sample-ema": True},
          "Sample from the exponential moving average of G's weights (decay 0.999; Karras et al. 2018, "
          "Yazici et al. 2019), with standing BatchNorm statistics recomputed for the averaged weights "
          "(BigGAN). The average never feeds back into training, so this step is the parent's own "
          "training run sampled from its EMA: an exactly paired comparison at no training cost.",
          g_oscillates, continues=True),
-    Step("lr-g", lambda cfg: {"gan.lr-g": 2 * cfg.gan.lr_g},
-         "Twice G's learning rate (TTUR 4e-4 / 2e-4 instead of 4e-4 / 1e-4): the G steps of a short CPU "
-         "budget are few, and a D that is not near chance can take a faster G.", d_balance),
-    Step("longer", lambda cfg: {"gan.epochs": 3 * cfg.gan.epochs},
-         "Train the accepted recipe three times as long (continuing its run from its last checkpoint: "
-         "the same as one longer run): GANs train for 10^4-10^5 G steps, this budget has a few thousand.",
-         still_improving, continues=True),
 ]
 
 
@@ -156,12 +158,11 @@ def run_evolution(cfg, *, steps: int | None = None, store=None, progress: bool =
     """Train the chain (resuming any crashed step), decide each step, write the chain's run.
 
     Args:
-        steps: run the first N steps of :data:`EVOLUTION` (default: all); the last one
-            run is scored at ``gan.eval-n``, the others at ``gan.evolve-n``.
+        steps: run the first N steps of :data:`EVOLUTION` (default: all).
     """
     from dfflab.data import ensure_store
     from dfflab.generative.features import find_ssl_backbone
-    from dfflab.generative.train import STAGE, train_gan
+    from dfflab.generative.train import STAGE, rescore, train_gan
 
     store = store if store is not None else ensure_store(cfg, progress=progress)
     cfg = copy.deepcopy(cfg)
@@ -170,11 +171,11 @@ def run_evolution(cfg, *, steps: int | None = None, store=None, progress: bool =
         cfg.gan.ssl_backbone = str(found) if found is not None else "none"
     plan = EVOLUTION[:steps] if steps else EVOLUTION
     parent, parent_cfg, records = None, cfg, []
-    for k, step in enumerate(plan):
+    for step in plan:
         overrides = _overrides(step, parent_cfg)
         step_cfg = with_overrides(parent_cfg, overrides)
         reason = step.symptom(parent.metrics()) if (parent is not None and step.symptom) else "the first step"
-        n = cfg.gan.eval_n if k == len(plan) - 1 else cfg.gan.evolve_n
+        n = cfg.gan.evolve_n
         run = train_gan(step_cfg, name=f"{prefix}-{step.name}", parent=parent.name if parent else None,
                         note=f"{step.note} Reason, from the parent's curves: {reason}.", store=store,
                         progress=progress, eval_n=n, init_from=parent if step.continues else None)
@@ -199,13 +200,19 @@ def run_evolution(cfg, *, steps: int | None = None, store=None, progress: bool =
             print(f"{step.name}: {rec['decision']}")
         if rec["accepted"]:
             parent, parent_cfg = run, step_cfg
+    final = parent.summary()
+    if final["n_eval"] != cfg.gan.eval_n:
+        final = rescore(parent, store, cfg.gan.eval_n, progress)
+    final_rec = {"run": parent.name, **{k: final.get(k) for k in ("g_steps", "n_eval", "n_real", "fid", "fid_ci",
+                                                                   "kid", "kid_ci", "fid_floor", "fid_floor_ci",
+                                                                   "kid_floor", "kid_floor_ci", "per_class")}}
     chain = Run.create(cfg.results, STAGE, prefix, cfg.to_dict(), fingerprint=store.fingerprint,
                        note="the evolution chain: one change per step, accepted only when KID improves beyond its CI")
     for r in records:
         chain.log_metrics({k: v for k, v in r.items() if k in ("step", "run", "accepted", "g_steps", "n_eval",
                                                                  "fid", "kid", "kid_delta", "fid_floor")})
     chain.write_summary({"chain": records, "final_run": parent.name, "first_run": records[0]["run"],
-                         "table": table(records)})
+                         "final": final_rec, "table": table(records)})
     return chain
 
 

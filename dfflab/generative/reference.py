@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from dfflab.generative.metrics import mean_of, score
+from dfflab.generative.metrics import VERSION, mean_of, score
 
 REF_SPLITS = {"test": ("test",), "val": ("val",), "heldout": ("val", "test"), "synth": ()}
 SYNTH_SEED = 1  # the store's SynthDFF is drawn with seed 0 (ensure_store)
@@ -140,7 +140,7 @@ class Reference:
         key = (extractor, n)
         if key not in self._floors:
             feats = self._cache.get(extractor)
-            path = feats.with_name(f"{feats.stem}-floor-n{n}.pt") if feats is not None else None
+            path = feats.with_name(f"{feats.stem}-floor-n{n}-v{VERSION}.pt") if feats is not None else None
             if path is not None and path.is_file():
                 self._floors[key] = load_checkpoint(path)["floor"]
             else:

@@ -324,6 +324,32 @@ def train_gan(cfg, *, name: str, parent: str | None = None, note: str = "", stor
 CONTINUABLE = ("epochs", "sample_ema")  # what a continued run may change: its length, what it samples from
 
 
+def rescore(run: Run, store, n: int, progress: bool = True) -> dict:
+    """Score a finished run's ``generator.pt`` again with ``n`` images per class; rewrites its
+    ``summary.json`` scores and ``bootstrap.json`` (the earlier n's numbers stay in ``rescored_from``)."""
+    from dfflab.config import config_from_dict
+    from dfflab.device import resolve_device
+    from dfflab.generative.sample import load_generator
+
+    cfg = config_from_dict(run.config)
+    device = resolve_device(cfg.train.device)
+    g, _ = load_generator(run.dir, device)
+    extractors = build_extractors(cfg.gan, cfg.results, device)
+    reference = load_reference(cfg, store, extractors, progress)
+    t0 = time.time()
+    scores = score_generator(g, list(store.source_names), extractors, reference, n, progress)
+    old = run.summary()
+    write_json(run.path("bootstrap.json"), replicates(scores))
+    keep = {k: v for k, v in old.items() if k in ("epochs", "g_steps", "image_size", "arch", "train_seconds",
+                                                   "train_seconds_this_run", "precision", "sampler", "extractors",
+                                                   "reference_split") or k.startswith("final_")}
+    new = keep | summary_scores(scores, reference, extractors, n) | {
+        "eval_seconds": round(time.time() - t0, 1),
+        "rescored_from": {k: old.get(k) for k in ("n_eval", "fid", "fid_ci", "kid", "kid_ci")}}
+    run.write_summary(new)
+    return new
+
+
 def start(f: GANFit, parent: Run) -> None:
     """Begin ``f`` from ``parent``'s final state (see ``init_from``)."""
     mine, theirs = copy.deepcopy(f.cfg.to_dict()), copy.deepcopy(parent.config)
