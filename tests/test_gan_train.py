@@ -72,7 +72,7 @@ def test_train_cli_writes_a_complete_run(trained):
     assert set(s["per_class"]) == {"wiki", "inpainting", "insight", "text2img"}
     assert s["fid"] == pytest.approx(np.mean([v["fid"] for v in s["per_class"].values()]))
     assert s["fid_floor"] == pytest.approx(np.mean([v["fid_floor"] for v in s["per_class"].values()]))
-    assert s["metric"]["extractor"] == "inception" and s["metric"]["reference"]["split"] == "heldout"
+    assert s["metric"]["extractor"] == "inception" and s["metric"]["reference"]["split"] == "synth"
     assert s["per_class"]["wiki"]["kid_subset_size"] < 3  # KID subsets smaller than n
     reps = json.loads(trained.path("bootstrap.json").read_text())["inception"]["overall"]
     assert len(reps["kid_reps"]) == 20  # tiny: gan.bootstrap = 20
@@ -197,6 +197,8 @@ def test_evaluate_cli_fooling_rate_and_augmented_logo(trained, gan_args, tiny_cf
     p = p_fake(model, generate(g, torch.full((6,), k), seed=4242 + k), 32, torch.device("cpu"))
     assert f["per_class"]["insight"]["fooling_rate"] == pytest.approx(float((p < 0.5).float().mean()))
     assert f["per_class"]["overall"]["n_generated"] == 24
+    lo, hi = f["per_class"]["insight"]["fooling_rate_ci"]
+    assert 0 <= lo <= f["per_class"]["insight"]["fooling_rate"] <= hi <= 1
     logo = ev.summary()["augmented_logo"]
     assert set(logo["held_out"]) == {"inpainting", "insight", "text2img"} and logo["control_per_class"] == 3
     for h, m in logo["held_out"].items():

@@ -28,6 +28,7 @@ images (a mild leak, stated in the summary).
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 from pathlib import Path
 
@@ -63,9 +64,22 @@ def p_fake(model, images: torch.Tensor, image_size: int, device: torch.device, b
     return torch.cat(out)
 
 
+def wilson(k: int, n: int, z: float = 1.959964) -> list[float]:
+    """Wilson 95% interval of a proportion k / n."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [(centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)]
+
+
+def _rate(called_real: torch.Tensor) -> tuple[float, list[float]]:
+    return float(called_real.float().mean()), wilson(int(called_real.sum()), len(called_real))
+
+
 def fooling_rates(detector_path: str | Path, g, store, n: int, device: torch.device,
                   seed: int = 4242) -> dict:
-    """Per class: share of ``n`` generated images called real, with real-image controls."""
+    """Per class: share of ``n`` generated images called real (Wilson 95% interval), with real-image controls."""
     from dfflab.models import load_detector
 
     model, ckpt = load_detector(detector_path)
@@ -79,13 +93,14 @@ def fooling_rates(detector_path: str | Path, g, store, n: int, device: torch.dev
         x, _, _ = store.batch(rows[c])
         native = p_fake(model, x, size, device)
         resampled = p_fake(model, resize_uint8(x, g.image_size), size, device)
-        out[c] = {"fooling_rate": float((fake < thr).float().mean()), "n_generated": n,
-                  "called_real_test_native": float((native < thr).float().mean()),
-                  "called_real_test_resampled": float((resampled < thr).float().mean()),
-                  "n_test": len(rows[c])}
+        rate, ci = _rate(fake < thr)
+        out[c] = {"fooling_rate": rate, "fooling_rate_ci": ci, "n_generated": n,
+                  "called_real_test_native": _rate(native < thr)[0],
+                  "called_real_test_resampled": _rate(resampled < thr)[0],
+                  "called_real_test_resampled_ci": _rate(resampled < thr)[1], "n_test": len(rows[c])}
         fooled_all.append(fake < thr)
-    out["overall"] = {"fooling_rate": float(torch.cat(fooled_all).float().mean()),
-                      "n_generated": n * len(store.source_names)}
+    rate, ci = _rate(torch.cat(fooled_all))
+    out["overall"] = {"fooling_rate": rate, "fooling_rate_ci": ci, "n_generated": n * len(store.source_names)}
     return {"detector": str(detector_path), "threshold": thr, "detector_image_size": size,
             "gan_image_size": g.image_size, "per_class": out}
 

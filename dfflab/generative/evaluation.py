@@ -65,7 +65,8 @@ def _entry(s: dict, floor: dict | None) -> dict:
 
 
 def summary_scores(scores: dict, reference, extractors: dict[str, nn.Module], n: int) -> dict:
-    """summary.json keys: the headline (Inception) overall and ``per_class``, all extractors under ``scores``."""
+    """summary.json keys: the headline (Inception) overall and ``per_class``; every extractor's scores
+    ``{class | overall: score}`` under ``scores`` and its floors under ``floors``."""
     head = scores[HEADLINE]
     classes = [c for c in head["per_class"] if c != "overall"]
     floor = head["floor"] or {}  # none when n exceeds set B
@@ -76,9 +77,8 @@ def summary_scores(scores: dict, reference, extractors: dict[str, nn.Module], n:
         "overall": "mean over classes", "ci": f"95% percentile bootstrap, {reference.settings['reps']} replicates",
         "kid": "unbiased MMD^2 over all pairs; kid_std over subsets of kid_subset_size",
         "floor": "set B (disjoint held-out reals, same n) against set A", "reference": reference.source}
-    out["scores"] = {ex: {"per_class": {c: _public(v) for c, v in s["per_class"].items()},
-                          "floor": {c: _public(v) for c, v in (s["floor"] or {}).items()}}
-                     for ex, s in scores.items()}
+    out["scores"] = {ex: {c: _public(v) for c, v in s["per_class"].items()} for ex, s in scores.items()}
+    out["floors"] = {ex: {c: _public(v) for c, v in (s["floor"] or {}).items()} for ex, s in scores.items()}
     # flat copies of the headline numbers (older report tables read these)
     for ex, s in scores.items():
         for c, v in s["per_class"].items():
