@@ -66,7 +66,8 @@ def sync(device: torch.device) -> None:
 
 @section("data")
 def data(cfg, tmp: Path, n_real: int, fake_size: int, image_size: int):
-    from dfflab.data.store import Store, prepare
+    from dfflab.data.prepare import prepare
+    from dfflab.data.store import Store
     from dfflab.data.synth import SynthSpec, write_synth
 
     root = tmp / "synthdff-dff-scale"
@@ -191,14 +192,15 @@ def ssl(cfg, store, device, steps: int):
 
 
 @section("gan")
-def gan(cfg, store, device, steps: int):
+def gan(preset: str, store, device, steps: int):
     import subprocess
 
     script = Path(__file__).with_name("gan_step.py")
     if not script.is_file():
         raise FileNotFoundError(f"{script} is missing")
-    out = subprocess.run([sys.executable, str(script), "--steps", str(steps), "--device", str(device),
-                          "--store", str(store.path), "--json"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, str(script), "--preset", preset, "--steps", str(steps), "--repeats", "1",
+                          "--device", str(device), "--store", str(store.path), "--json"],
+                         capture_output=True, text=True, timeout=300)
     if out.returncode:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
     for line in out.stdout.splitlines():
@@ -256,7 +258,7 @@ def main() -> int:
     if "ssl" not in args.skip:
         ssl(cfg, store, device, steps)
     if "gan" not in args.skip:
-        gan(cfg, store, device, steps)
+        gan(preset, store, device, steps)
     if "federated" not in args.skip:
         federated(preset, [*sets[:-1], f"data.store={store.path}", f"data.image-size={image_size}",
                            f"data.root={tmp / 'synthdff-dff-scale'}"], 1 if smoke else 2, tmp)

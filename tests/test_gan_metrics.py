@@ -1,4 +1,4 @@
-"""FID/KID: the offline TF-Inception extractor, a user weights file, the SSL extractor."""
+"""FID/KID: the offline TF-Inception (eager rebuild, bf16), intervals, KID subsets, the floor's sets."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from dfflab.generative.metrics import (
-    BackboneFeatures,
-    GivenFeatures,
-    InceptionFeatures,
-    bundled_inception_path,
-    fid_kid,
-    frechet_distance,
-)
+from dfflab.generative.features import BackboneFeatures, InceptionFeatures, bundled_inception_path
+from dfflab.generative.metrics import frechet_distance, mean_of, paired_interval, score
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,7 +22,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def inception():
-    return InceptionFeatures()
+    return InceptionFeatures(precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -38,23 +32,44 @@ def faces(store):
     return x.contiguous()
 
 
+class GivenFeatures(nn.Module):
+    """Pass-through "extractor": lets torchmetrics take features computed beforehand."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return f
+
+
 def test_bundled_weights_are_found_offline():
     path = bundled_inception_path()
     assert path.name == "default_1.pt" and path.stat().st_size > 80e6
 
 
-def test_inception_fid_is_zero_for_identical_sets_and_grows_with_a_shift(inception, faces):
+def test_eager_inception_equals_the_torchscript_and_bf16_stays_close(inception, faces):
+    script = torch.jit.load(str(bundled_inception_path()))
+    from dfflab.generative.features import tf_bilinear
+
+    x = (tf_bilinear(faces[:2].float(), 299) / 128 - 1).clamp_(-1, 0.9921875)
+    with torch.inference_mode():
+        want = script(x)
+    got = inception(faces[:2])
+    assert got.shape == (2, 2048) and torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    low = InceptionFeatures(precision="bf16")
+    assert low.precision == "bf16" and inception.precision == "fp32"
+    rel = ((low(faces[:2]) - got).norm(dim=1) / got.norm(dim=1)).max()
+    assert rel < 0.06  # measured ~0.03; FID moves by well under 1% of the floor (module docstring)
+
+
+def test_inception_fid_grows_with_a_shift_and_matches_torchmetrics_extractor(inception, faces):
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     darker = (faces.float() * 0.6).to(torch.uint8)
     a, b = inception(faces), inception(darker)
-    assert a.shape == (4, 2048)
-    same, shifted = fid_kid(a, a, 3), fid_kid(a, b, 3)
-    assert abs(same["fid"]) < 1e-6
-    assert shifted["fid"] > 10 and shifted["kid"] > same["kid"]
-    # torchmetrics takes the module as its extractor (its 2048-d eigendecomposition takes
-    # ~40 s on 2 cores, so compute() is checked against ours on 64-d features below)
-    fid = FrechetInceptionDistance(feature=inception)
+    assert abs(frechet_distance(a, a)) < 1e-6 and frechet_distance(a, b) > 10
+    fid = FrechetInceptionDistance(feature=inception)  # torchmetrics takes the module as its extractor
     fid.update(faces[:2], real=True)
     assert torch.allclose(fid.real_features_sum.float(), a[:2].sum(0), rtol=1e-4, atol=1e-3)
 
@@ -68,18 +83,75 @@ def test_inception_features_match_fid_helper(inception, faces):
     assert torch.allclose(inception(faces[:2]), torch.from_numpy(theirs), atol=1e-3)
 
 
-def test_frechet_distance_equals_torchmetrics_fid():
-    from torchmetrics.image.fid import FrechetInceptionDistance
+def _sets(n_real: int, n_fake: int, dim: int = 64, shift: float = 0.2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n_real, dim, generator=g, dtype=torch.float64)
+    b = torch.randn(n_fake, dim, generator=g, dtype=torch.float64) * 1.3 + shift
+    return a, b
 
-    g = torch.Generator().manual_seed(0)
+
+def test_fid_and_kid_equal_torchmetrics():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
     for n_real, n_fake in [(40, 30), (200, 150)]:  # fewer and more samples than dimensions
-        a = torch.randn(n_real, 64, generator=g, dtype=torch.float64)
-        b = torch.randn(n_fake, 64, generator=g, dtype=torch.float64) * 1.3 + 0.2
+        a, b = _sets(n_real, n_fake)
         m = FrechetInceptionDistance(feature=GivenFeatures(64))
         m.update(a, real=True)
         m.update(b, real=False)
-        assert frechet_distance(a, b) == pytest.approx(float(m.compute()), rel=1e-6)
+        s = score(a, b, reps=0)
+        assert s["fid"] == pytest.approx(float(m.compute()), rel=1e-6)
         assert abs(frechet_distance(a, a)) < 1e-9
+    a, b = _sets(60, 60)
+    k = KernelInceptionDistance(feature=GivenFeatures(64), subsets=3, subset_size=60)  # every subset = the whole set
+    k.update(a, real=True)
+    k.update(b, real=False)
+    mean, std = k.compute()
+    assert score(a, b, reps=0)["kid"] == pytest.approx(float(mean), rel=1e-9)
+    assert float(std) == pytest.approx(0.0, abs=1e-12)  # why subsets must be smaller than n
+
+
+def test_kid_std_is_real_when_subsets_are_smaller_than_n():
+    a, b = _sets(100, 100)
+    s = score(a, b, reps=0, subset_size=1000, subsets=20)  # asks for more than n: capped at n / 2
+    assert s["kid_subset_size"] == 50 and s["kid_std"] > 0
+    assert score(a, b, reps=0, subset_size=20)["kid_std"] > s["kid_std"]  # smaller subsets spread more
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_separate_distributions():
+    a, b = _sets(300, 300, shift=0.3)
+    s = score(a, b, reps=200)
+    assert s["kid_ci"][0] < s["kid"] < s["kid_ci"][1] and s["fid_ci"][0] < s["fid"] < s["fid_ci"][1]
+    assert len(s["fid_reps"]) == 50 and s["fid_ci_method"].startswith("jackknife")
+    assert len(s["kid_reps"]) == 200 and s["n_real"] == 300 and s["n_fake"] == 300
+    same = score(a, _sets(300, 300, shift=0.0, seed=1)[0], reps=200)  # another draw of a's distribution
+    assert same["kid_ci"][0] < 0 < same["kid_ci"][1]  # unbiased: the interval holds 0
+    d = paired_interval(same, s)  # both against a with the same seed: paired replicates
+    assert d["verdict"] == "higher" and d["delta_ci"][0] > 0 and d["delta"] == pytest.approx(s["kid"] - same["kid"])
+    near = paired_interval(s, score(a, _sets(300, 300, shift=0.3, seed=2)[1], reps=200))
+    assert near["verdict"] == "no significant difference"
+    both = mean_of([s, same])
+    assert both["kid"] == pytest.approx((s["kid"] + same["kid"]) / 2) and len(both["kid_reps"]) == 200
+
+
+def test_reference_sets_are_disjoint_held_out_and_the_floor_uses_them(store):
+    from dfflab.generative.reference import Reference, reference_rows
+
+    a, b = reference_rows(store, "heldout", 3)
+    for c in store.source_names:
+        assert len(a[c]) == len(b[c]) == 3 and not set(a[c]) & set(b[c])
+        assert set(store.split[np.concatenate([a[c], b[c]])]) <= {"val", "test"}
+        assert set(store.sources[np.concatenate([a[c], b[c]])]) == {c}
+    with pytest.raises(ValueError, match="gan.ref-n=50: class .* need 100"):
+        reference_rows(store, "heldout", 50)
+    with pytest.raises(ValueError, match="gan.ref-split"):
+        reference_rows(store, "train", 3)
+    fa, fb = {"x": _sets(40, 40)[0]}, {"x": _sets(40, 40)[1]}
+    ref = Reference({"n_per_class": 40}, {"ex": fa}, {"ex": fb}, {"reps": 20, "seed": 0})
+    floor = ref.floor("ex", 30)
+    assert floor["x"]["fid"] == pytest.approx(score(fa["x"], fb["x"][:30], reps=0)["fid"])
+    assert floor["x"]["n_fake"] == 30 and floor["overall"]["fid"] == floor["x"]["fid"]
+    assert ref.floor("ex", 41) is None  # no floor beyond set B's size
 
 
 class _Pool(nn.Module):
@@ -96,8 +168,8 @@ class _Pool(nn.Module):
 def test_user_weights_path(tmp_path, faces):
     path = tmp_path / "my_inception.pt"
     torch.jit.script(_Pool().eval()).save(str(path))
-    ex = InceptionFeatures(path)
-    assert ex(faces).shape == (4, 2048) and ex.path == str(path)
+    ex = InceptionFeatures(path, precision="bf16")
+    assert ex(faces).shape == (4, 2048) and ex.path == str(path) and ex.precision == "fp32"  # run as it is
     with pytest.raises(FileNotFoundError, match="gan.inception-weights"):
         InceptionFeatures(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"

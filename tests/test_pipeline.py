@@ -66,7 +66,7 @@ def test_every_stage_leaves_its_outputs_and_the_report(finished):
     assert dp["dp"]["noise_multiplier"] == 0.5 and dp["epsilon"] > 0
     gen = _runs(state, results, "generative")
     chain = json.loads((gen["evolution"] / "summary.json").read_text())["chain"]
-    assert [r["step"] for r in chain] == ["baseline", "sn-projection", "diffaug-ema"]
+    assert [r["step"] for r in chain] == ["baseline", "diffaug", "lr-g", "longer", "ema"]
     ev = json.loads((gen["detector-eval"] / "summary.json").read_text())
     assert 0 <= ev["fooling"]["per_class"]["overall"]["fooling_rate"] <= 1
     matched = results / "runs" / ev["fooling_matched"]["detector_run"]  # trained for the fooling rate

@@ -22,8 +22,9 @@ def register(sub) -> None:
     p = gsub.add_parser("train", help="train the conditional GAN and score it (FID/KID per class)",
                         description="Train a GAN conditioned on the source (wiki = real, inpainting, "
                         "insight, text2img) with the [gan] settings; writes a run folder with "
-                        "metrics.csv, samples_epoch<N>.png, last.pt, generator.pt and summary.json "
-                        "(FID/KID per class with TF-Inception and, if an SSL run exists, the SSL "
+                        "metrics.csv, samples_epoch<N>.png, last.pt, generator.pt, bootstrap.json and "
+                        "summary.json (FID/KID per class and overall with 95%% bootstrap intervals and the "
+                        "real-vs-real floor, every n stated; TF-Inception and, if an SSL run exists, the SSL "
                         "backbone). A crashed run of the same name and settings resumes.")
     add_config_args(p)
     p.add_argument("--name", help="run name (default: the preset's name)")
@@ -55,27 +56,30 @@ def register(sub) -> None:
     p.add_argument("--matched", action="store_true",
                    help="also train a detector on images resampled through the GAN's size and report the "
                         "fooling rate against it (the ordinary detector calls any upsampled image fake)")
-    p.add_argument("--augment", action="store_true", help="also run the GAN-augmented LOGO experiment")
-    p.add_argument("--augment-n", type=int, default=300, help="generated fakes per GAN class added (--augment)")
+    p.add_argument("--augment", action="store_true",
+                   help="also run the GAN-augmented LOGO experiment with its control (as many extra non-GAN images)")
+    p.add_argument("--augment-n", type=int, default=300,
+                   help="extra images per class added (--augment): generated ones, and as many resampled train images")
     p.add_argument("--fid", action="store_true", help="also recompute FID/KID with the configured extractors")
     p.set_defaults(func=cmd_evaluate)
 
-    p = gsub.add_parser("evolve", help="train the recorded chain baseline -> +SN/projection/TTUR -> +DiffAugment/EMA",
-                        description="Each step is a GAN run whose parent is the previous step, with a "
-                        "note saying what changed and why; prints the FID table. A 4th step "
-                        "(--steps 4) replaces TTUR by 2 D steps per G step.")
+    p = gsub.add_parser("evolve", help="the recorded evolution: one change per step, kept only if KID improves",
+                        description="Steps baseline -> +DiffAugment -> +EMA -> 2x G learning rate -> 3x longer. "
+                        "Each is a GAN run on top of the last accepted one, with a note and a reason read from "
+                        "the parent's curves; it is accepted only when its KID is below the parent's beyond "
+                        "the 95%% paired bootstrap interval, else kept and marked rejected. Prints the table.")
     add_config_args(p)
-    p.add_argument("--steps", type=int, default=3, help="train the first N steps of the chain (default: %(default)s; 4 adds d-steps)")
+    p.add_argument("--steps", type=int, default=None, help="train only the first N steps of the chain (default: all)")
     p.set_defaults(func=cmd_evolve)
 
 
 def newest_gan_run(results: str | Path) -> Path:
     """The newest finished GAN run folder with a generator.pt."""
-    from dfflab.runs import list_runs
+    from dfflab.runs import find_run
 
-    for run in reversed(list_runs(results, "generative")):
-        if run.finished and run.path("generator.pt").is_file():
-            return run.dir
+    run = find_run(results, "generative", where=lambda r: r.path("generator.pt").is_file())
+    if run is not None:
+        return run.dir
     raise FileNotFoundError(f"no finished GAN run under {results}/runs; run `dfflab generative train` "
                             "or pass --run")
 
@@ -96,14 +100,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ci(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
 def print_scores(summary: dict) -> None:
-    """FID/KID per class for each extractor, with the sample counts."""
-    for ex, per in summary["scores"].items():
-        print(f"{ex}: FID / KID x1e3 ({summary['generated_per_class']} generated vs "
-              f"held-out {summary['reference_split']} reals per class)")
-        for c, s in per.items():
-            print(f"  {c:<12} FID {s['fid']:8.2f}   KID {1e3 * s['kid']:7.2f} +- {1e3 * s['kid_std']:.2f}"
-                  f"   (n_fake {s['n_fake']}, n_real {s['n_real']})")
+    """FID/KID (x1e3) per class and overall with intervals, floors and n."""
+    print(f"{summary['metric']['extractor']} ({summary['metric']['precision']}), {summary['g_steps']} G steps; "
+          f"95% intervals; floor = held-out reals vs held-out reals at the same n")
+    rows = {**summary["per_class"], "overall (class mean)": summary}
+    for c, s in rows.items():
+        k = [1e3 * v for v in s.get("kid_ci") or []]
+        print(f"  {c:<20} FID {s['fid']:8.2f} {_ci(s.get('fid_ci')):<18} floor {s.get('fid_floor', float('nan')):6.2f}"
+              f"   KID x1e3 {1e3 * s['kid']:7.2f} {_ci(k):<16} (n gen {s['n_eval']}, n real {s['n_real']})")
     print(f"train {summary['train_seconds']:.0f} s, evaluation {summary['eval_seconds']:.0f} s")
 
 
@@ -148,8 +157,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"matched detector (test AUROC {out['fooling_matched']['detector_test_auroc']:.4f} on resampled images):")
         print_fooling(out["fooling_matched"])
     for h, m in out.get("augmented_logo", {}).get("held_out", {}).items():
-        print(f"LOGO held out {h:<11} AUROC {m['auroc_base']:.4f} -> {m['auroc_gan']:.4f} "
-              f"({m['delta']:+.4f}) with GAN fakes")
+        print(f"LOGO held out {h:<11} AUROC base {m['auroc_base']:.4f}, +GAN {m['auroc_gan']:.4f}, "
+              f"+control {m['auroc_control']:.4f}; GAN - control {m['gan_vs_control']:+.4f} "
+              f"[{m['gan_vs_control_ci'][0]:+.4f}, {m['gan_vs_control_ci'][1]:+.4f}]")
     print(f"run folder: {run.dir}")
     return 0
 

@@ -5,7 +5,8 @@ generated images before the discriminator sees them, in both the D and the G ste
 Because every op is differentiable, G still receives gradients through them; D cannot
 memorize the few real images a small dataset has. Ops follow the paper's reference
 implementation (images in [-1, 1], translation ratio 1/8, cutout ratio 1/2) and are
-batched: one random draw per image, no Python loop over the batch.
+batched: one random draw per image, no Python loop over the batch, drawn on the
+images' device when the generator lives there.
 
     aug = make_diffaug("color,translation,cutout")
     d_real = D(aug(x_real, gen), y)
@@ -22,8 +23,9 @@ Gen = torch.Generator | None
 
 
 def _rand(x: torch.Tensor, gen: Gen, *shape: int) -> torch.Tensor:
-    """Uniform [0, 1) draws from ``gen`` (a CPU generator), moved to x's device."""
-    return torch.rand(*shape, generator=gen).to(device=x.device, dtype=x.dtype)
+    """Uniform [0, 1) draws from ``gen``, made where ``gen`` lives (x's device in training: no copy)."""
+    where = gen.device if gen is not None else x.device
+    return torch.rand(*shape, generator=gen, device=where).to(device=x.device, dtype=x.dtype)
 
 
 def brightness(x: torch.Tensor, gen: Gen = None) -> torch.Tensor:

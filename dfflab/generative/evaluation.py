@@ -1,111 +1,94 @@
-"""FID/KID of a generator per class and overall against held-out reals of each class.
+"""FID/KID of a generator per class against held-out reals, with intervals and the real-vs-real floor.
 
-The reference of class c is ``gan.ref-split`` (test by default; never the train split)
-images of source c, downscaled to the GAN's resolution exactly as its training images
-are, then quantized to uint8 like generated images. Reference features are computed
-once per (store, resolution, split, extractor) and cached in
-``<results>/cache/gan-reference/``: Inception at 299 px is the slow part on a CPU.
+For each class c, ``n`` generated images (fixed noise seeds, so every run is scored on
+the same z) are compared with set A of class c (:mod:`dfflab.generative.reference`);
+the floor is set B's first ``n`` images against the same A. "overall" is the mean over
+classes (mean intra-class FID / KID, the conditional-GAN convention of Miyato & Koyama
+2018), its interval from the class means of the bootstrap replicates. Every number
+carries its n.
+
+:func:`summary_scores` turns the scores into the keys of a GAN run's ``summary.json``
+(``fid``, ``fid_ci``, ``kid``, ``kid_ci``, ``fid_floor`` ..., overall and per class);
+the bootstrap replicates go to ``bootstrap.json`` so that two runs scored against the
+same reference can be compared with a paired interval later.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from dfflab.generative.metrics import per_class_scores
+from dfflab.generative.metrics import mean_of, score
 from dfflab.generative.sample import generate
 
-REF_SPLITS = {"test": ("test",), "val": ("val",), "heldout": ("val", "test")}
+EVAL_SEED = 12345  # noise of the evaluation images: the same for every run
+HEADLINE = "inception"
 
 
-def downscale(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Float images (B, 3, S, S) in [0, 1] -> (B, 3, size, size), box-filtered.
-
-    An integer factor uses average pooling (an exact box filter, no aliasing); any
-    other ratio uses antialiased bilinear interpolation.
-    """
-    s = x.shape[-1]
-    if s == size:
-        return x
-    if size > s:
-        raise ValueError(f"gan.image-size={size} is larger than the store's {s} px images "
-                         f"(raise data.image-size to at least {size})")
-    if s % size == 0:
-        return F.avg_pool2d(x, s // size)
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-def reference_rows(store, split: str, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Rows of each class in the held-out ``split``; at most ``n`` per class (0 = all)."""
-    if split not in REF_SPLITS:
-        raise ValueError(f"gan.ref-split='{split}' (known: {', '.join(REF_SPLITS)})")
-    held_out = np.isin(store.split, REF_SPLITS[split])
-    out = {}
-    for c, name in enumerate(store.source_names):
-        rows = np.flatnonzero(held_out & (store.source_ids == c))
-        if n > 0 and len(rows) > n:
-            rows = np.sort(np.random.default_rng(seed + c).choice(rows, n, replace=False))
-        if len(rows) < 2:
-            raise ValueError(f"gan.ref-split={split}: class {name} has {len(rows)} held-out images; FID needs 2+")
-        out[name] = rows
-    return out
-
-
-def reference_images(store, rows: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (N, 3, size, size) reals, downscaled like the GAN's training images."""
-    x, _, _ = store.batch(rows)
-    x = downscale(x.float() / 255, size)
-    return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _tag(extractor: nn.Module) -> str:
-    """Identity of an extractor's weights, for the cache key."""
-    p = Path(getattr(extractor, "path", type(extractor).__name__))
-    stat = f"{p.stat().st_size}:{p.stat().st_mtime_ns}" if p.is_file() else ""
-    return hashlib.sha1(f"{p.resolve()}:{stat}".encode()).hexdigest()[:10]
-
-
-def reference_features(store, gan_cfg, extractors: dict[str, nn.Module], cache_dir: Path | str | None,
-                       progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
-    """``{extractor: {class: features (N, D)}}`` of the reference reals, cached on disk."""
-    from dfflab.runs import load_checkpoint, save_checkpoint
-
-    rows = reference_rows(store, gan_cfg.ref_split, gan_cfg.ref_n)
-    out = {}
-    for name, ex in extractors.items():
-        key = f"{store.fingerprint}-{gan_cfg.image_size}px-{gan_cfg.ref_split}-n{gan_cfg.ref_n}-{name}-{_tag(ex)}.pt"
-        path = Path(cache_dir) / key if cache_dir else None
-        if path is not None and path.is_file():
-            out[name] = load_checkpoint(path)["features"]
-            continue
-        feats = {}
-        for c, r in tqdm(rows.items(), desc=f"reference features ({name})", disable=not progress, leave=False):
-            feats[c] = ex(reference_images(store, r, gan_cfg.image_size)).cpu()
-        if path is not None:
-            save_checkpoint(path, {"features": feats})
-        out[name] = feats
-    return out
-
-
-def generated_images(g, source_names: list[str], n: int, seed: int = 12345) -> dict[str, torch.Tensor]:
+def generated_images(g, source_names: list[str], n: int, seed: int = EVAL_SEED) -> dict[str, torch.Tensor]:
     """``{class: uint8 (n, 3, S, S)}``; the fixed ``seed`` gives every run the same noise."""
     return {c: generate(g, torch.full((n,), k), seed=seed + k) for k, c in enumerate(source_names)}
 
 
-def score_generator(g, source_names: list[str], extractors: dict[str, nn.Module],
-                    reference: dict[str, dict[str, torch.Tensor]], n: int, kid_subset_size: int = 100,
-                    progress: bool = True, seed: int = 12345) -> dict[str, dict[str, dict[str, float]]]:
-    """``{extractor: {class | overall: {fid, kid, kid_std, n_real, n_fake}}}`` with ``n`` fakes per class."""
-    images = generated_images(g, source_names, n, seed)
-    scores = {}
+def score_generator(g, source_names: list[str], extractors: dict[str, nn.Module], reference, n: int,
+                    progress: bool = True, floor: bool = True) -> dict:
+    """``{extractor: {"per_class": {class | overall: score}, "floor": {...}}}`` of ``n`` images per class.
+
+    ``g`` is sampled as it is (eval mode): give the EMA generator after
+    :func:`~dfflab.generative.steps.standing_stats`.
+    """
+    images = generated_images(g, source_names, n)
+    out = {}
     for name, ex in extractors.items():
-        fake = {c: ex(x).cpu() for c, x in tqdm(images.items(), desc=f"generated features ({name})",
-                                                disable=not progress, leave=False)}
-        scores[name] = per_class_scores(reference[name], fake, kid_subset_size)
-    return scores
+        per = {}
+        for c in tqdm(source_names, desc=f"generated features ({name}, n={n})", disable=not progress, leave=False):
+            per[c] = score(reference.features[name][c], ex(images[c]), **reference.settings)
+        per["overall"] = mean_of([per[c] for c in source_names])
+        out[name] = {"per_class": per, "floor": reference.floor(name, n) if floor else None}
+    return out
+
+
+def _public(s: dict) -> dict:
+    return {k: v for k, v in s.items() if not k.endswith("_reps")}
+
+
+def _entry(s: dict, floor: dict | None) -> dict:
+    """The summary keys of one class (or overall) of the headline extractor."""
+    out = {"fid": s["fid"], "fid_ci": s.get("fid_ci"), "kid": s["kid"], "kid_ci": s.get("kid_ci"),
+           "kid_std": s["kid_std"], "kid_subset_size": s["kid_subset_size"],
+           "n_eval": s["n_fake"], "n_real": s["n_real"]}
+    if floor is not None:
+        out |= {"fid_floor": floor["fid"], "fid_floor_ci": floor.get("fid_ci"), "kid_floor": floor["kid"],
+                "kid_floor_ci": floor.get("kid_ci")}
+    return out
+
+
+def summary_scores(scores: dict, reference, extractors: dict[str, nn.Module], n: int) -> dict:
+    """summary.json keys: the headline (Inception) overall and ``per_class``; every extractor's scores
+    ``{class | overall: score}`` under ``scores`` and its floors under ``floors``."""
+    head = scores[HEADLINE]
+    classes = [c for c in head["per_class"] if c != "overall"]
+    floor = head["floor"] or {}  # none when n exceeds set B
+    out = _entry(head["per_class"]["overall"], floor.get("overall")) | {"n_eval": n}
+    out["per_class"] = {c: _entry(head["per_class"][c], floor.get(c)) for c in classes}
+    out["metric"] = {
+        "extractor": HEADLINE, "precision": getattr(extractors[HEADLINE], "precision", "fp32"),
+        "overall": "mean over classes", "ci": f"95% percentile bootstrap, {reference.settings['reps']} replicates",
+        "kid": "unbiased MMD^2 over all pairs; kid_std over subsets of kid_subset_size",
+        "floor": "set B (disjoint held-out reals, same n) against set A", "reference": reference.source}
+    out["scores"] = {ex: {c: _public(v) for c, v in s["per_class"].items()} for ex, s in scores.items()}
+    out["floors"] = {ex: {c: _public(v) for c, v in (s["floor"] or {}).items()} for ex, s in scores.items()}
+    # flat copies of the headline numbers (older report tables read these)
+    for ex, s in scores.items():
+        for c, v in s["per_class"].items():
+            out[f"fid_{ex}_{c}"], out[f"kid_{ex}_{c}"] = v["fid"], v["kid"]
+    out["generated_per_class"] = n
+    out["reference_per_class"] = {c: head["per_class"][c]["n_real"] for c in classes}
+    return out
+
+
+def replicates(scores: dict) -> dict:
+    """``{extractor: {class | overall: {fid_reps, kid_reps}}}`` for ``bootstrap.json``."""
+    return {ex: {c: {k: v[k] for k in ("fid_reps", "kid_reps") if k in v} for c, v in s["per_class"].items()}
+            for ex, s in scores.items()}

@@ -1,8 +1,9 @@
 """Generate images from a trained generator: uint8 batches, PNG files and grids.
 
 ``generator.pt`` (written at the end of ``dfflab generative train``) holds the EMA
-generator's weights (or the plain generator's when EMA is off), its constructor
-arguments and the class names, so sampling needs nothing else:
+generator's weights with its standing BatchNorm statistics (or the plain generator's
+when EMA is off), its constructor arguments and the class names, so sampling needs
+nothing else:
 
     dfflab generative sample --class inpainting --n 64 --out samples/
 """
@@ -14,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-from dfflab.generative.models import Generator
+from torch import nn
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +24,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(g: Generator, class_ids: torch.Tensor, *, seed: int = 0, device: torch.device | None = None,
+def generate(g: nn.Module, class_ids: torch.Tensor, *, seed: int = 0, device: torch.device | None = None,
              batch_size: int = 256) -> torch.Tensor:
     """uint8 images (N, 3, S, S) of classes ``class_ids`` (N,) with noise from ``seed``.
 
@@ -58,19 +58,20 @@ def save_grid(path: Path | str, images: torch.Tensor, nrow: int) -> Path:
     return path
 
 
-def save_generator(path: Path | str, g: Generator, width: int, source_names: list[str], **extra) -> Path:
+def save_generator(path: Path | str, g: nn.Module, width: int, source_names: list[str], **extra) -> Path:
     """Write ``generator.pt``: weights, constructor arguments and class names."""
+    from dfflab.files import save_checkpoint
     from dfflab.generative.models import generator_kwargs
-    from dfflab.runs import save_checkpoint
 
     save_checkpoint(path, {"kind": "generator", "generator": {k: v.detach().cpu() for k, v in g.state_dict().items()},
                            "kwargs": generator_kwargs(g, width), "source_names": list(source_names), **extra})
     return Path(path)
 
 
-def load_generator(path: Path | str, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+def load_generator(path: Path | str, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a generator from ``generator.pt`` or a GAN run folder holding one."""
-    from dfflab.runs import load_checkpoint
+    from dfflab.files import load_checkpoint
+    from dfflab.generative.models import make_generator
 
     path = Path(path)
     if path.is_dir():
@@ -78,7 +79,7 @@ def load_generator(path: Path | str, device: torch.device | str = "cpu") -> tupl
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "generator":
         raise ValueError(f"{path}: not a generator checkpoint (kind={ckpt.get('kind')!r})")
-    g = Generator(**ckpt["kwargs"])
+    g = make_generator(**ckpt["kwargs"])
     g.load_state_dict(ckpt["generator"])
     return g.to(device).eval(), ckpt
 
@@ -92,7 +93,7 @@ def class_index(name: str, source_names: list[str]) -> int:
     return source_names.index(name)
 
 
-def write_samples(out: Path | str, g: Generator, source_names: list[str], classes: list[str], n: int,
+def write_samples(out: Path | str, g: nn.Module, source_names: list[str], classes: list[str], n: int,
                   seed: int = 0) -> dict[str, Path]:
     """Write ``n`` PNGs per class as ``<class>/<class>_0000.png`` and ``grid_<class>.png``.
 

@@ -23,6 +23,8 @@ def n_classes(r: RunInfo) -> int:
 def nets(r: RunInfo) -> dict | None:
     """Parameter counts and layer counts of G and D built from the run's ``[gan]`` settings."""
     from dfflab.generative.config import GANConfig
+    from torch import nn
+
     from dfflab.generative.models import build_gan
 
     gan = r.config.get("gan") or {}
@@ -32,8 +34,10 @@ def nets(r: RunInfo) -> dict | None:
         g, d = build_gan(cfg, n_classes(r))
     except (TypeError, ValueError):
         return None
+    ups = len(g.blocks) if hasattr(g, "blocks") else len(g.ups) + 1  # DCGAN: transposed convs + the last up-sample
+    downs = sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in d.modules())
     return {"cfg": cfg, "g": sum(p.numel() for p in g.parameters()), "d": sum(p.numel() for p in d.parameters()),
-            "g_blocks": len(g.blocks), "d_blocks": len(d.blocks)}
+            "g_blocks": ups, "d_blocks": downs}
 
 
 def _row(r: RunInfo, n: dict) -> list:
@@ -57,9 +61,13 @@ def gan_section(ctx: Context) -> list[str]:
     c = n["cfg"]
     size = c.image_size
     lines += [f"One class-conditional GAN generates all {n_classes(last)} classes (real and each generator's fakes) "
-              f"at {size}×{size} px. The generator maps z ({c.z_dim}-d) to a 4×4 map and up-samples it through "
-              f"{n['g_blocks']} residual blocks to a tanh image; the discriminator down-samples through "
-              f"{n['d_blocks']} residual blocks and a global sum pool to one realness logit. Widths: G {c.g_width}, "
+              f"at {size}×{size} px. The generator maps z ({c.z_dim}-d) to a 4×4 map and up-samples it "
+              f"{n['g_blocks']} times to a tanh image; the discriminator down-samples {n['d_blocks']} times to a "
+              "global sum pool and one realness logit. "
+              + ("Both are DCGAN-style, one convolution per resolution (`gan.arch = dcgan`, the lean nets a 2-core "
+                 "CPU can train for thousands of steps). " if c.arch == "dcgan" else
+                 "Both are built from SNGAN/BigGAN residual blocks (`gan.arch = resnet`). ")
+              + f"Widths: G {c.g_width}, "
               f"D {c.d_width} channels at the image end (doubling per block, capped at 8×). The last recipe "
               f"({last.link}): {n['g']:,} generator and {n['d']:,} discriminator parameters; "
               f"{c.epochs} epochs of batch {c.batch_size} ({last.summary.get('g_steps', '–')} generator steps, "
