@@ -22,7 +22,7 @@ def finished(tmp_path_factory):
     cfg = load_config("tiny", [f"results={tmp / 'results'}", f"data.root={tmp / 'synthdff-tiny'}",
                                "data.n-real=16", "train.epochs=1", "ssl.epochs=1", "fl.rounds=1",
                                "gan.epochs=1", "uq.mc-samples=3", "ssl.label-fractions=0.5,1",
-                               "ssl.batch-size=8", "pipeline.dp-noises=0.5"])
+                               "ssl.batch-size=8", "pipeline.dp-noises=0.5", "pipeline.fl-ssl=byol"])
     only = list(pipeline.STAGE_FUNCS)
     assert pipeline.Pipeline(cfg, [], only, progress=False).run() == 0
     return cfg, tmp / "results", only

@@ -22,9 +22,9 @@ def n_classes(r: RunInfo) -> int:
 
 def nets(r: RunInfo) -> dict | None:
     """Parameter counts and layer counts of G and D built from the run's ``[gan]`` settings."""
-    from dfflab.generative.config import GANConfig
     from torch import nn
 
+    from dfflab.generative.config import GANConfig
     from dfflab.generative.models import build_gan
 
     gan = r.config.get("gan") or {}

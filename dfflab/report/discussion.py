@@ -31,14 +31,35 @@ def gan(ctx: Context, c: Claims) -> None:
           f"{fmt(o.get('n_eval'))} generated images per class"
           + (f", against a real-vs-real floor of {fmt(floor, 1)} at that sample size" if floor else
              "; no real-vs-real floor was recorded, so how far this is from a perfect generator is unknown"), last)
-    if first is not last:
+    chains = [r for r in ctx.stage("generative") if isinstance(r.summary.get("chain"), list) and r.summary["chain"]]
+    if chains:
+        ch = chains[-1]
+        steps = ch.summary["chain"]
+        moved = [r for r in steps if r.get("parent") is not None and r.get("kid_delta") is not None]
+
+        def change(r: dict) -> str:
+            return f"`{r['step']}` {r['kid_delta']:+.4f} {interval(r.get('kid_delta_ci'), 4, signed=True)}"
+
+        acc = [r for r in moved if r.get("accepted")]
+        rej = [r for r in moved if not r.get("accepted")]
+        c.say(f"The GAN's evolution chain recorded {len(steps)} steps of one change each and accepted {len(acc)} of the "
+              f"{len(moved)} changes, each only when KID against its parent fell beyond the paired 95% interval ("
+              + "; ".join(change(r) for r in acc) + ")"
+              + ("; rejected: " + "; ".join(change(r) for r in rej) if rej else ""), ch)
+        f0, fin = steps[0], ch.summary.get("final") or {}
+        if fin.get("kid") is not None and f0.get("kid") is not None:
+            lo0, hi0 = f0.get("kid_ci") or (None, None)
+            lo1, hi1 = fin.get("kid_ci") or (None, None)
+            apart = None not in (lo0, hi0, lo1, hi1) and (hi1 < lo0 or hi0 < lo1)
+            c.say(f"From the first step `{f0['step']}` ({f0.get('g_steps')} G steps) to the final recipe "
+                  f"({fin.get('g_steps')} G steps), KID went from {f0['kid']:.4f} {interval(f0.get('kid_ci'), 4)} "
+                  f"(n = {f0.get('n_eval')} per class) to {fin['kid']:.4f} {interval(fin.get('kid_ci'), 4)} "
+                  f"(n = {fin.get('n_eval')}); " + ("the two intervals do not overlap" if apart else
+                                                    "the two intervals overlap, so the budget cannot rank them"), ch)
+    elif first is not last:
         f0 = gan_overall(first.summary)
-        comp = last.evolution.get("comparison") or {}
-        digits = 4 if str(comp.get("metric", "fid")).startswith("kid") else 1
-        words = (f"the chain's comparison of the two, {comp['diff']:+.{digits}f} "
-                 f"{interval(comp.get('ci'), digits, signed=True)}: {comp['verdict']}" if comp.get("verdict") else
-                 "no paired interval of the difference was recorded, so the change carries no verdict")
-        c.say(f"The first recipe `{first.name}` had FID {fid_text(f0)}; {words}", first, last)
+        c.say(f"The first recipe `{first.name}` had FID {fid_text(f0)}; no evolution chain compared them, so the "
+              "change carries no verdict", first, last)
     classes = {k: v for k, v in gan_classes(last.summary).items() if v.get("fid") is not None}
     if len(classes) > 1:
         worst = max(classes, key=lambda k: classes[k]["fid"])
