@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfflab.files import fmt  # noqa: F401  (re-exported: the report modules import it from here)
 from dfflab.runs import Run, is_side_run, list_runs, read_json
 
 
@@ -100,17 +100,6 @@ def get(d: Any, path: str, default: Any = None) -> Any:
             return default
         d = d[part]
     return d
-
-
-def fmt(v: Any, digits: int = 3) -> str:
-    """A table cell: floats with ``digits`` decimals (one above 100), None and NaN as '–'."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.{digits}f}"
-    return str(v)
 
 
 def read_optional_json(path: Path) -> Any:
