@@ -269,7 +269,7 @@ def _federated_runs(p: Pipeline) -> dict:
             # may be the search's accepted step, under its own name)
             run = find_run(cfg.results, "federated", name=None if name == "fedavg-iid" else name,
                            cfg=cfg) or run_federated(
-                cfg, name=name, parent=prev, note=note + (f" Recipe from the search: {recipe}." if recipe else ""),
+                cfg, name=name, parent=prev, note=note + _recipe_note(recipe, over),
                 progress=p.progress)
             out[_key(name, seed, seeds[0])] = run
             prev = run.name
@@ -283,6 +283,20 @@ def _federated_runs(p: Pipeline) -> dict:
         out.update(_fully_federated(p, base, seed, seeds[0]))
         out.update(_privacy_curve(p, base, seed, seeds[0], parent=out[_key("fedavg-source", seed, seeds[0])].name))
     return out
+
+
+def _recipe_note(recipe: dict, over: dict) -> str:
+    """What of the search's accepted recipe a run takes: its client settings; the run's own strategy
+    replaces the search's (FedAvgM's server step is then not applied)."""
+    if not recipe:
+        return ""
+    kept = {k: v for k, v in recipe.items() if k not in over}
+    if recipe.get("fl.strategy") != over.get("fl.strategy", recipe.get("fl.strategy")):
+        kept = {k: v for k, v in kept.items() if not k.startswith("fl.server-")}
+        dropped = f" (the search's {recipe['fl.strategy']} server settings are not applied: this run is {over['fl.strategy']})"
+    else:
+        dropped = ""
+    return f" From the search's accepted recipe: {kept}{dropped}."
 
 
 def _federated(cfg, name: str, note: str, p: Pipeline, parent: str | None = None, stage: str = "federated") -> Run:
