@@ -408,4 +408,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if args.results:
         extra.append(f"results={args.results}")
     cfg = config_from_args(args, extra)
-    return Pipeline(cfg, args.force, args.only).run()
+    p = Pipeline(cfg, args.force, args.only)
+    p.state["command"] = " ".join(["dfflab pipeline", f"--preset {args.preset}",
+                                   *(f"--set {s}" for s in getattr(args, "overrides", None) or []),
+                                   *([f"--data {args.data}"] if args.data else [])])
+    return p.run()

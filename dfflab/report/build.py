@@ -45,7 +45,9 @@ def header(ctx: Context) -> list[str]:
                   "> stand-in for DeepFakeFace; nothing here says how a method does on real DFF.", ""]
     lines += [f"Built {time.strftime('%Y-%m-%d %H:%M')} from {len(runs)} finished run folders under "
               f"`{ctx.results / 'runs'}` (code at commit `{git_commit()}`). Rebuild with "
-              "`dfflab report --results DIR`; regenerate everything with `dfflab pipeline --preset quick`.", "",
+              "`dfflab report --results DIR`; regenerate everything with "
+              + (f"`{ctx.state['command']}`." if ctx.state.get("command") else
+                 "`dfflab pipeline` and the preset that made them."), "",
               "Contents: 1. Models and training strategy · 2. Experimental setup · 3. Results · "
               "4. Discussion and conclusions" + (" · 5. Pipeline timings." if ctx.state.get("stages") else "."), ""]
     return lines
