@@ -193,9 +193,14 @@ def failures(ctx: Context, c: Claims) -> None:
     rob = read_optional_json(b.file("robustness.json"))
     if isinstance(rob, dict) and rob.get("distortions"):
         w = max(rob["distortions"], key=lambda d: d["auroc_drop"])
-        c.say(f"The strongest distortion, {w['label']}, takes test AUROC from {fmt(rob['clean']['auroc'])} to "
-              f"{fmt(w['auroc'])} (a drop of {w['auroc_drop']:.3f}); robustness.json records no intervals, so drops of this "
-              "size on these test images are indicative only", b)
+        if w.get("auroc_drop_ci"):
+            c.say(f"The strongest distortion, {w['label']}, takes test AUROC from {ci(rob['clean'], 'auroc')} to "
+                  f"{ci(w, 'auroc')}: a drop of {w['auroc_drop']:.3f} "
+                  f"{interval(w['auroc_drop_ci'], 3)} (paired, the same test images), {w.get('verdict', '')}", b)
+        else:
+            c.say(f"The strongest distortion, {w['label']}, takes test AUROC from {fmt(rob['clean']['auroc'])} to "
+                  f"{fmt(w['auroc'])} (a drop of {w['auroc_drop']:.3f}); robustness.json records no intervals, so "
+                  "drops of this size on these test images are indicative only", b)
     uq = read_optional_json(b.file("uq.json"))
     methods = (uq or {}).get("methods") or {}
     if "plain" in methods:
