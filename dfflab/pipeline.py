@@ -27,7 +27,8 @@ from pathlib import Path
 
 from dfflab.config import derive
 from dfflab.files import read_json, write_json
-from dfflab.runs import Run, find_run
+from dfflab.pipeline_federated import seed_key, seeds_of, stage_federated
+from dfflab.runs import Run
 
 STAGES: list[tuple[str, str]] = [
     ("data", "synthesize (SynthDFF) and prepare the store"),
@@ -176,35 +177,21 @@ def stage_ssl(p: Pipeline) -> dict:
     return {"simclr": simclr, "byol": byol}
 
 
-def _seeds(values: list) -> list[int]:
-    from dfflab.config import ConfigError
-
-    try:
-        return [int(v) for v in values] or [0]
-    except ValueError:
-        raise ConfigError(f"pipeline seeds must be integers, got {values}") from None
-
-
-def _key(name: str, seed: int, first: int) -> str:
-    """The state key of one seed's run: the first seed keeps the plain name."""
-    return name if seed == first else f"{name}@seed{seed}"
-
-
 def stage_centralized(p: Pipeline) -> dict:
     from dfflab.centralized.distortions import evaluate_robustness, write_robustness
     from dfflab.detector.trainer import train_detector
 
-    store, seeds = p.get_store(), _seeds(p.cfg.pipeline.seeds)
+    store, seeds = p.get_store(), seeds_of(p.cfg.pipeline.seeds)
     out = {}
     for seed in seeds:
         cfg = derive(p.cfg, {"train.seed": seed})
         scratch = train_detector(cfg, name="scratch", store=store, progress=p.progress,
                                  note="Baseline: detector trained from random init on all three fake sources.")
-        out[_key("scratch", seed, seeds[0])] = scratch
+        out[seed_key("scratch", seed, seeds[0])] = scratch
         for method in ("simclr", "byol"):
             ssl_run = p.run_dir("ssl", method)
             if ssl_run:
-                out[_key(f"{method}-init", seed, seeds[0])] = train_detector(
+                out[seed_key(f"{method}-init", seed, seeds[0])] = train_detector(
                     derive(cfg, {"train.init": ssl_run}), name=f"{method}-init", store=store,
                     progress=p.progress, parent=scratch.name,
                     note=f"Same recipe, backbone initialised from the {method} SSL run: does label-free "
@@ -228,117 +215,6 @@ def stage_label_efficiency(p: Pipeline) -> dict:
     ssl_runs = [r for r in (p.run_dir("ssl", "simclr"), p.run_dir("ssl", "byol")) if r]
     run = label_efficiency(p.cfg, ssl_runs, store=p.get_store(), progress=p.progress)
     return {"label-efficiency": run}
-
-
-def stage_federated(p: Pipeline) -> dict:
-    from dfflab.federated.launcher import flower_session
-
-    with flower_session():  # one SuperLink for every Flower run of the stage
-        return _federated_runs(p)
-
-
-def _federated_runs(p: Pipeline) -> dict:
-    from dfflab.federated.launcher import run_federated
-    from dfflab.federated.local_only import run_local_only
-    from dfflab.federated.search import run_search
-
-    out, store, seeds = {}, p.get_store(), _seeds(p.cfg.pipeline.fl_seeds)
-    parent = p.run_dir("centralized", "scratch")
-    recipe: dict = {}
-    if p.cfg.pipeline.fl_search:
-        central = Run.open(parent) if parent else None
-        found = run_search(p.cfg, store=store, central=central, progress=p.progress)
-        recipe = found["recipe"]
-        out.update({f"search:{r.record['name']}": r for r in found["runs"]})
-    plan = [
-        ("fedavg-source", {"fl.strategy": "fedavg", "fl.partitioning": "source"},
-         "FedAvg with one generator per client: the federated counterpart of the centralized baseline."),
-        ("fedprox-source", {"fl.strategy": "fedprox", "fl.partitioning": "source"},
-         "FedProx: a proximal term keeps clients near the global model under source shift."),
-        ("fedbn-source", {"fl.strategy": "fedbn", "fl.partitioning": "source"},
-         "FedBN: BatchNorm stays local, the textbook answer to feature shift between clients."),
-        ("fedavg-iid", {"fl.strategy": "fedavg", "fl.partitioning": "iid"},
-         "FedAvg on an IID split: isolates the cost of federation from the cost of source shift."),
-    ]
-    for seed in seeds:
-        prev = parent
-        for name, over, note in plan:
-            # the search's accepted recipe, but each run keeps its own strategy and partitioning
-            cfg = derive(p.cfg, {**recipe, **over, "train.seed": seed})
-            # runs that finished before a crash of this stage are kept, not trained again (the IID run
-            # may be the search's accepted step, under its own name)
-            run = find_run(cfg.results, "federated", name=None if name == "fedavg-iid" else name,
-                           cfg=cfg) or run_federated(
-                cfg, name=name, parent=prev, note=note + _recipe_note(recipe, over),
-                progress=p.progress)
-            out[_key(name, seed, seeds[0])] = run
-            prev = run.name
-        cfg = derive(p.cfg, {**recipe, "fl.partitioning": "source", "train.seed": seed})
-        out[_key("local-only", seed, seeds[0])] = find_run(cfg.results, "federated", name="local-only",
-                                                           cfg=cfg) or run_local_only(
-            cfg, name="local-only", parent=parent,
-            note="Each client trains alone on its own generator: the lower bound federation must beat.",
-            progress=p.progress)
-        base = derive(p.cfg, {**recipe, "fl.strategy": "fedavg", "fl.partitioning": "source", "train.seed": seed})
-        out.update(_fully_federated(p, base, seed, seeds[0]))
-        out.update(_privacy_curve(p, base, seed, seeds[0], parent=out[_key("fedavg-source", seed, seeds[0])].name))
-    return out
-
-
-def _recipe_note(recipe: dict, over: dict) -> str:
-    """What of the search's accepted recipe a run takes: its client settings; the run's own strategy
-    replaces the search's (FedAvgM's server step is then not applied)."""
-    if not recipe:
-        return ""
-    kept = {k: v for k, v in recipe.items() if k not in over}
-    if recipe.get("fl.strategy") != over.get("fl.strategy", recipe.get("fl.strategy")):
-        kept = {k: v for k, v in kept.items() if not k.startswith("fl.server-")}
-        dropped = f" (the search's {recipe['fl.strategy']} server settings are not applied: this run is {over['fl.strategy']})"
-    else:
-        dropped = ""
-    return f" From the search's accepted recipe: {kept}{dropped}."
-
-
-def _federated(cfg, name: str, note: str, p: Pipeline, parent: str | None = None, stage: str = "federated") -> Run:
-    """The finished run of ``name`` with ``cfg`` (kept from before a crash), else a new Flower run."""
-    from dfflab.federated.launcher import run_federated
-
-    return find_run(cfg.results, stage, name=name, cfg=cfg) or run_federated(
-        cfg, name=name, parent=parent, note=note, progress=p.progress)
-
-
-def _fully_federated(p: Pipeline, base, seed: int, first: int) -> dict:
-    """Per ``pipeline.fl-ssl`` method: federated SSL, then FedAvg by source from its backbone, and
-    from the centralized SSL backbone of the same method (scratch is ``fedavg-source``)."""
-    from dfflab.federated.ssl_server import ssl_config
-
-    out = {}
-    for method in p.cfg.pipeline.fl_ssl:
-        cfg = ssl_config(derive(base, {"ssl.method": method}))
-        fed = _federated(cfg, f"ssl-{method}", f"Federated {method}: each client pretrains on its own unlabeled "
-                         "images, the server averages the online network; no image is pooled.", p,
-                         parent=p.run_dir("ssl", method), stage="federated-ssl")
-        out[_key(f"ssl-{method}", seed, first)] = fed
-        inits = {f"fedavg-source-fed{method}-init": (str(fed.dir), f"the federated {method} run")}
-        if p.run_dir("ssl", method):
-            inits[f"fedavg-source-{method}-init"] = (p.run_dir("ssl", method), f"the centralized {method} run")
-        for name, (init, what) in inits.items():
-            out[_key(name, seed, first)] = _federated(
-                derive(base, {"train.init": init}), name, f"FedAvg by source, backbone from {what}: does "
-                "pretraining help federated fine-tuning, and must it pool the images?", p, parent=fed.name)
-    return out
-
-
-def _privacy_curve(p: Pipeline, base, seed: int, first: int, parent: str) -> dict:
-    """DP-FedAvg by source at ``pipeline.dp-clip`` for each ``pipeline.dp-noises``: the privacy-utility curve."""
-    out = {}
-    for z in p.cfg.pipeline.dp_noises:
-        name = f"dp-fedavg-source-z{z}"
-        cfg = derive(base, {"fl.dp-clip": p.cfg.pipeline.dp_clip, "fl.dp-noise": float(z)})
-        out[_key(name, seed, first)] = _federated(
-            cfg, name, f"DP-FedAvg: client updates clipped to {p.cfg.pipeline.dp_clip:g}, noise multiplier {z}; "
-            "epsilon per round from the RDP accountant.", p, parent=parent)
-    return out
 
 
 def stage_uq(p: Pipeline) -> dict:
