@@ -121,9 +121,14 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
+
+    return _launch(config_from_args(args), args)
+
+
+def _launch(cfg, args: argparse.Namespace) -> int:
+    """One Flower run of ``cfg`` with the command's name, parent, note and resume flags; 1 on failure."""
     from dfflab.federated.launcher import run_federated
 
-    cfg = config_from_args(args)
     try:
         run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet,
                       resume=args.resume)
@@ -135,17 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ssl(args: argparse.Namespace) -> int:
     from dfflab.cli import config_from_args
-    from dfflab.federated.launcher import run_federated
     from dfflab.federated.ssl_server import ssl_config
 
-    cfg = ssl_config(config_from_args(args), method=args.method, rounds=args.rounds)
-    try:
-        run_federated(cfg, name=args.name, parent=args.parent, note=args.note, progress=not args.quiet,
-                      resume=args.resume)
-    except (RuntimeError, FileNotFoundError) as e:
-        print(f"dfflab: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return _launch(ssl_config(config_from_args(args), method=args.method, rounds=args.rounds), args)
 
 
 def cmd_local_only(args: argparse.Namespace) -> int:
