@@ -13,9 +13,11 @@ and prints the wall time of each, the ratio, and where the federated time went
 messaging and client validation; the server's evaluation).
 
 ``--pipeline`` measures what the pipeline pays instead: in one process, the centralized run,
-then two federated runs sharing one SuperLink (``flower_session``, as the pipeline's federated
-stage runs them): the second run's wall time against the centralized one is the per-run cost
-once the SuperLink is up (the first pays its start-up, once per stage).
+then ``--batch`` K federated runs of the same settings batched into one Flower run
+(``run_batch``, as the pipeline's federated stage runs its baselines and DP points): the
+batch's wall time over K against the centralized run is the per-run cost the pipeline pays
+(the Flower start -- simulation process, ServerApp, Ray and its actors -- is paid once per
+batch); the runs must end with the same AUROC.
 
 Goals: ratio <= 1.5 at the quick preset on 2 CPU cores; <= 1.15 at DFF scale on a GPU
 (``--preset full --set fl.client-gpus=0.3``). Timings on a shared machine are noisy:
@@ -83,34 +85,41 @@ PIPELINE = """
 import json, sys, time
 from dfflab.config import load_config
 from dfflab.detector.trainer import train_detector
-from dfflab.federated.launcher import flower_session, run_federated
-preset, epochs, sets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+from dfflab.federated.launcher import Job, flower_session, run_batch
+preset, epochs, k, sets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 cfg = load_config(preset, sets + [f"train.epochs={epochs}", f"train.patience={epochs + 1}", "train.audit=false",
                                   f"fl.rounds={epochs}", "fl.local-epochs=1", "fl.partitioning=iid",
                                   "fl.strategy=fedavg"])
 t0 = time.time(); c = train_detector(cfg, name="overhead-central", progress=False, resume=False); t1 = time.time()
 with flower_session():
-    f1 = run_federated(cfg, name="overhead-fed-first", progress=False, resume=False); t2 = time.time()
-    f2 = run_federated(cfg, name="overhead-fed-warm", progress=False, resume=False); t3 = time.time()
-print(json.dumps({"central": t1 - t0, "fed_first": t2 - t1, "fed_warm": t3 - t2,
-                  "central_auroc": c.summary()["test"]["auroc"], "fed_auroc": f2.summary()["test"]["auroc"],
-                  "fed_rounds": f2.metrics()[-1]["seconds"]}))
+    runs = run_batch([Job(cfg, f"overhead-fed-{i}") for i in range(k)], progress=False, resume=False)
+t2 = time.time()
+print(json.dumps({"central": t1 - t0, "batch": t2 - t1, "walls": [r.record["flower"]["wall_seconds"] for r in runs],
+                  "central_auroc": c.summary()["test"]["auroc"],
+                  "fed_aurocs": [r.summary()["test"]["auroc"] for r in runs],
+                  "fed_rounds": runs[-1].metrics()[-1]["seconds"]}))
 """
 
 
-def pipeline_mode(preset: str, epochs: int, sets: list[str], results: Path) -> dict:
-    """Centralized, then two federated runs in one flower_session, in one process (as the pipeline)."""
+def pipeline_mode(preset: str, epochs: int, sets: list[str], results: Path, k: int) -> dict:
+    """Centralized, then a batch of ``k`` federated runs in one Flower run, in one process (as the pipeline)."""
     import json
 
-    out = subprocess.run([sys.executable, "-c", PIPELINE, preset, str(epochs), f"results={results}", *sets],
+    out = subprocess.run([sys.executable, "-c", PIPELINE, preset, str(epochs), str(k), f"results={results}", *sets],
                          check=True, capture_output=True, text=True)
     m = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"\npipeline mode ({epochs} epochs-equivalent, in one process, one SuperLink for both federated runs)")
-    print(f"  centralized              {m['central']:7.1f} s   test AUROC {m['central_auroc']:.4f}")
-    print(f"  federated, first run     {m['fed_first']:7.1f} s   (starts the SuperLink)")
-    print(f"  federated, second run    {m['fed_warm']:7.1f} s   rounds {m['fed_rounds']:.1f} s   "
-          f"test AUROC {m['fed_auroc']:.4f}")
-    print(f"  ratio second federated / centralized: {m['fed_warm'] / m['central']:.2f}   (goal <= 1.5 quick)")
+    walls = m["walls"]
+    print(f"\npipeline mode ({epochs} epochs-equivalent, in one process; {k} federated runs of the same "
+          "settings batched into one Flower run, as the pipeline's federated stage runs its baselines)")
+    print(f"  centralized                {m['central']:7.1f} s   test AUROC {m['central_auroc']:.4f}")
+    print(f"  federated batch of {k}       {m['batch']:7.1f} s   per run {m['batch'] / k:.1f} s "
+          f"(first {walls[0]:.1f} s with the Flower start, then {', '.join(f'{w:.1f}' for w in walls[1:])})")
+    print(f"  test AUROC of each batched run: {', '.join(f'{a:.4f}' for a in m['fed_aurocs'])} "
+          f"({'identical' if len(set(m['fed_aurocs'])) == 1 else 'NOT identical'})")
+    if k > 1:
+        print(f"  ratio a later batched run / centralized: {sum(walls[1:]) / (k - 1) / m['central']:.2f}")
+    print(f"  ratio federated per run (batch / {k}) / centralized: {m['batch'] / k / m['central']:.2f}   "
+          "(goal <= 1.5 quick)")
     return m
 
 
@@ -138,15 +147,17 @@ def main() -> int:
     ap.add_argument("--clients", choices=("sequential", "parallel"), default="sequential",
                     help="federated clients one at a time on all cores (default) or the preset's setting")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--pipeline", action="store_true", help="measure as the pipeline runs: one process, one "
-                    "SuperLink shared by consecutive federated runs")
+    ap.add_argument("--pipeline", action="store_true", help="measure as the pipeline runs: one process, the "
+                    "federated runs batched into one Flower run")
+    ap.add_argument("--batch", type=int, default=5, help="--pipeline: federated runs in the batch (default 5: the "
+                    "quick pipeline's four baselines and its DP point)")
     ap.add_argument("--results", help="where the run folders go (default: a temp folder)")
     args = ap.parse_args()
     epochs = args.epochs or load_config(args.preset, args.sets).fl.rounds
     results = Path(args.results or tempfile.mkdtemp(prefix="fl-overhead-"))
     for _ in range(args.repeat):
         if args.pipeline:
-            pipeline_mode(args.preset, epochs, args.sets, results)
+            pipeline_mode(args.preset, epochs, args.sets, results, args.batch)
             continue
         m = one(args.preset, epochs, args.sets, results, args.clients)
         report(m, epochs, args.clients)

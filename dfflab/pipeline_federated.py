@@ -33,7 +33,7 @@ def stage_federated(p) -> dict:
 
 
 def _federated_runs(p) -> dict:
-    from dfflab.federated.launcher import run_federated
+    from dfflab.federated.launcher import Job, run_batch
     from dfflab.federated.local_only import run_local_only
     from dfflab.federated.search import run_search
 
@@ -55,19 +55,33 @@ def _federated_runs(p) -> dict:
         ("fedavg-iid", {"fl.strategy": "fedavg", "fl.partitioning": "iid"},
          "FedAvg on an IID split: isolates the cost of federation from the cost of source shift."),
     ]
+    # the four baselines and the DP points of every seed: one batch, one Flower run (Ray and the
+    # client actors start once); runs that finished before a crash of this stage are kept, not
+    # trained again (the IID run may be the search's accepted step, under its own name)
+    jobs, keys = [], []
     for seed in seeds:
         prev = parent
         for name, over, note in plan:
             # the search's accepted recipe, but each run keeps its own strategy and partitioning
             cfg = derive(p.cfg, {**recipe, **over, "train.seed": seed})
-            # runs that finished before a crash of this stage are kept, not trained again (the IID run
-            # may be the search's accepted step, under its own name)
-            run = find_run(cfg.results, "federated", name=None if name == "fedavg-iid" else name,
-                           cfg=cfg) or run_federated(
-                cfg, name=name, parent=prev, note=note + _recipe_note(recipe, over),
-                progress=p.progress)
-            out[seed_key(name, seed, seeds[0])] = run
-            prev = run.name
+            found = find_run(cfg.results, "federated", name=None if name == "fedavg-iid" else name, cfg=cfg)
+            if found:
+                out[seed_key(name, seed, seeds[0])] = found
+            else:
+                jobs.append(Job(cfg, name, prev, note + _recipe_note(recipe, over)))
+                keys.append(seed_key(name, seed, seeds[0]))
+            prev = found.name if found else name
+        base = derive(p.cfg, {**recipe, "fl.strategy": "fedavg", "fl.partitioning": "source", "train.seed": seed})
+        fedavg = out.get(seed_key("fedavg-source", seed, seeds[0]))
+        for key, job in _privacy_curve(p, base, seed, seeds[0], parent=fedavg.name if fedavg else "fedavg-source"):
+            found = find_run(job.cfg.results, "federated", name=job.name, cfg=job.cfg)
+            if found:
+                out[key] = found
+            else:
+                jobs.append(job)
+                keys.append(key)
+    out.update(zip(keys, run_batch(jobs, progress=p.progress) if jobs else [], strict=True))
+    for seed in seeds:
         cfg = derive(p.cfg, {**recipe, "fl.partitioning": "source", "train.seed": seed})
         out[seed_key("local-only", seed, seeds[0])] = find_run(cfg.results, "federated", name="local-only",
                                                            cfg=cfg) or run_local_only(
@@ -76,7 +90,6 @@ def _federated_runs(p) -> dict:
             progress=p.progress)
         base = derive(p.cfg, {**recipe, "fl.strategy": "fedavg", "fl.partitioning": "source", "train.seed": seed})
         out.update(_fully_federated(p, base, seed, seeds[0]))
-        out.update(_privacy_curve(p, base, seed, seeds[0], parent=out[seed_key("fedavg-source", seed, seeds[0])].name))
     return out
 
 
@@ -124,13 +137,16 @@ def _fully_federated(p, base, seed: int, first: int) -> dict:
     return out
 
 
-def _privacy_curve(p, base, seed: int, first: int, parent: str) -> dict:
-    """DP-FedAvg by source at ``pipeline.dp-clip`` for each ``pipeline.dp-noises``: the privacy-utility curve."""
-    out = {}
+def _privacy_curve(p, base, seed: int, first: int, parent: str) -> list[tuple[str, object]]:
+    """DP-FedAvg by source at ``pipeline.dp-clip`` for each ``pipeline.dp-noises``: the privacy-utility
+    curve, as (result key, batch job) pairs."""
+    from dfflab.federated.launcher import Job
+
+    out = []
     for z in p.cfg.pipeline.dp_noises:
         name = f"dp-fedavg-source-z{z}"
         cfg = derive(base, {"fl.dp-clip": p.cfg.pipeline.dp_clip, "fl.dp-noise": float(z)})
-        out[seed_key(name, seed, first)] = _federated(
-            cfg, name, f"DP-FedAvg: client updates clipped to {p.cfg.pipeline.dp_clip:g}, noise multiplier {z}; "
-            "epsilon per round from the RDP accountant.", p, parent=parent)
+        out.append((seed_key(name, seed, first), Job(
+            cfg, name, parent, f"DP-FedAvg: client updates clipped to {p.cfg.pipeline.dp_clip:g}, noise multiplier "
+            f"{z}; epsilon per round from the RDP accountant.")))
     return out

@@ -123,3 +123,23 @@ def run_config(run):
     return config_from_dict(run.config)
 
 
+
+
+def test_a_batch_runs_each_run_as_if_alone(fed):
+    # two runs of the same settings in one Flower run: clients keep AdamW state and FedBN layers
+    # within a run, and must drop them when the next run begins, so both end with the same model
+    from dfflab.config import derive
+    from dfflab.federated.launcher import Job, run_batch
+
+    cfg, _ = fed
+    cfg = derive(cfg, {"fl.keep-optimizer": True, "fl.strategy": "fedbn", "fl.fail-client": -1})
+    runs = run_batch([Job(cfg, "batch-a"), Job(cfg, "batch-b")], progress=False, resume=False)
+    a, b = (load_detector(r.path("detector.pt"))[0].state_dict() for r in runs)
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+    flower = [r.record["flower"] for r in runs]
+    assert flower[0]["batch"] == flower[1]["batch"] == ["batch-a", "batch-b"]
+    assert flower[0]["command"] == flower[1]["command"] and flower[0]["returncode"] == 0
+    assert "dfflab batch: run 2 of 2" in runs[1].path("flower.log").read_text().splitlines()[0]
+    for r in runs:
+        assert r.path("partition.npz").is_file() and [x["round"] for x in r.metrics()] == [0, 1, 2]

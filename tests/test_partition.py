@@ -8,11 +8,11 @@ from dfflab.federated.partition import (
     SourcePartitioner,
     all_client_rows,
     client_rows,
-    composition,
     index_dataset,
     make_partitioner,
     plot_partition,
 )
+from dfflab.federated.shares import composition
 
 
 def cfg_for(store, **fl):
@@ -120,3 +120,28 @@ def test_client_rows_cached_and_plot(store, tmp_path):
     assert client_rows(store, cfg, 1, 3) is rows
     png = plot_partition(make_partitioner(store, cfg), tmp_path / "p.png")
     assert png.stat().st_size > 1000
+
+
+def test_shares_file_holds_the_partition_and_is_read_only_for_its_own_settings(store, tmp_path, monkeypatch):
+    from dfflab.federated import shares
+
+    cfg, parts = partition(store, partitioning="dirichlet", num_partitions=3, alpha=0.3)
+    got = shares.prepare(tmp_path, store, cfg)
+    assert (tmp_path / shares.FILE).is_file() and (tmp_path / "partition.png").is_file()
+    shares._READ.clear()  # what a fresh client process sees: the file alone
+    back = shares.read(tmp_path / shares.FILE, store, cfg)
+    for p in parts:
+        for split in ("train", "val"):
+            np.testing.assert_array_equal(got[p][split], parts[p][split])
+            np.testing.assert_array_equal(back[p][split], parts[p][split])
+    other = cfg_for(store, partitioning="dirichlet", num_partitions=3, alpha=0.9)
+    assert shares.read(tmp_path / shares.FILE, store, other) is None  # made for other settings
+    # a client that can't use the file partitions itself, and gets the same rows
+    from dfflab.federated import partition as partition_module
+
+    calls = []
+    monkeypatch.setattr(partition_module, "client_rows", lambda *a, **k: calls.append(a) or parts[a[2]])
+    np.testing.assert_array_equal(shares.client(tmp_path / shares.FILE, store, cfg, 1)["train"], parts[1]["train"])
+    assert calls == []  # read from the file
+    shares.client(tmp_path / "missing.npz", store, other, 1)
+    assert len(calls) == 1

@@ -210,3 +210,22 @@ def test_zip_bytes_decode(tmp_path):
     with zipfile.ZipFile(out / "text2img.zip") as zf:
         im = Image.open(io.BytesIO(zf.read(zf.namelist()[0])))
         assert im.format == "JPEG" and im.size == (128, 128)
+
+
+def test_draw_size_draws_small_and_writes_full_size_fakes(base, tmp_path):
+    spec = SynthSpec(n_real=4, seed=3, fake_size=96, draw_size=48)
+    root = make(tmp_path / "drawn", spec, workers=1)
+    plain = make(tmp_path / "plain", SynthSpec(n_real=4, seed=3, fake_size=96), workers=1)
+    small = make(tmp_path / "small", SynthSpec(n_real=4, seed=3, fake_size=48), workers=1)
+    for source in FAKES:
+        for p in (root / source).rglob("*.jpg"):
+            rel = p.relative_to(root)
+            assert Image.open(p).size == (96, 96)
+            # the 48 px drawing, enlarged: close to the 48 px SynthDFF's fake, not the same file as a 96 px one
+            assert np.abs(load(p, 48) - load(small / rel)).mean() < 0.03
+            assert p.read_bytes() != (plain / rel).read_bytes()
+    assert hashes(root / "wiki") == hashes(plain / "wiki")  # the reals do not depend on it
+    assert json.loads((root / "SYNTHDFF.json").read_text())["spec"]["draw_size"] == 48
+    assert "draw_size" not in json.loads((base / "SYNTHDFF.json").read_text())["spec"]  # older records still match
+    with pytest.raises(ValueError, match="draw_size"):
+        SynthSpec(fake_size=64, draw_size=128)

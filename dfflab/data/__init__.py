@@ -47,7 +47,7 @@ def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
                          fake_size=cfg.data.fake_size, real_min=cfg.data.real_min, real_max=cfg.data.real_max)
         written = root / "SYNTHDFF.json"
         old = json.loads(written.read_text()) if written.is_file() else None
-        stale = root.exists() and old is not None and (old.get("spec") != asdict(spec)
+        stale = root.exists() and old is not None and (old.get("spec") != spec.record()
                                                         or old.get("version") != VERSION)
         what = f"{old.get('spec')} (version {old.get('version')})" if old else ""
         if stale and (root / AUTO_MARKER).is_file():

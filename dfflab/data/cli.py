@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
     p.add_argument("--difficulty", type=float, help="artifact strength (default: data.difficulty)")
     p.add_argument("--zip", action="store_true", help="write the four <source>.zip files instead of folders")
+    p.add_argument("--draw-size", type=int, default=0, metavar="PX",
+                   help="draw the fakes at PX and resize them up to data.fake-size: a fast stand-in for scale "
+                        "tests (files of DFF's size and format, smoother content); default 0: draw at full size")
     p.set_defaults(func=cmd_synth)
 
     p = dsub.add_parser("download", help="download DFF (OpenRL/DeepFakeFace) from the Hugging Face hub",
@@ -88,7 +91,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     spec = SynthSpec(n_real=args.n_real or cfg.data.n_real, seed=args.seed,
                      difficulty=cfg.data.difficulty if args.difficulty is None else args.difficulty,
                      fake_size=cfg.data.fake_size, real_min=cfg.data.real_min,
-                     real_max=cfg.data.real_max)
+                     real_max=cfg.data.real_max, draw_size=args.draw_size)
 
     write_synth(out, spec, cfg, as_zip=args.zip)
     print(f"SynthDFF written to {out} ({4 * spec.n_real} images, seed {spec.seed}, "

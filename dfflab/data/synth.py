@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import shutil
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +94,7 @@ def synthesize(
     meta = {
         "dataset": "SynthDFF",
         "version": VERSION,
-        "spec": asdict(spec),
+        "spec": spec.record(),
         "layout": "zip" if as_zip else "folders",
         "counts": {s: spec.n_real for s in _SOURCES},
         "total": 4 * spec.n_real,

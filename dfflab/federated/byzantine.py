@@ -42,21 +42,21 @@ def setting_cfg(cfg, strategy: str, n: int, m: int, attack: str | None):
 def robustness(cfg, *, strategies=STRATEGIES, attacks=ATTACKS, settings=SETTINGS,
                progress: bool = True) -> Run:
     """Run every cell and write the table; returns the table's run folder."""
-    from dfflab.federated.launcher import flower_session, run_federated
+    from dfflab.federated.launcher import Job, flower_session, run_batch
 
     table_run = Run.create(cfg.results, STAGE, "robustness", cfg.to_dict(),
                            note="clean vs attacked test AUROC per strategy")
     t0 = time.time()
     with flower_session():  # one SuperLink for every cell
-        for n, m in settings:
-            for strategy in strategies:
-                for attack in (None, *attacks):
-                    label = attack or "clean"
-                    run = run_federated(setting_cfg(cfg, strategy, n, m, attack), progress=False, resume=False,
-                                        name=f"rob-{strategy}-{label}-{m}of{n}", parent=table_run.name)
-                    if progress:
-                        print(f"{m} of {n} {strategy:14s} {label:10s} test AUROC "
-                              f"{run.summary()['test']['auroc']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+        for n, m in settings:  # one Flower run (one batch) per federation size
+            cells = [(strategy, attack or "clean", setting_cfg(cfg, strategy, n, m, attack))
+                     for strategy in strategies for attack in (None, *attacks)]
+            runs = run_batch([Job(c, f"rob-{strategy}-{label}-{m}of{n}", table_run.name) for strategy, label, c in cells],
+                             progress=False, resume=False)
+            for (strategy, label, _), run in zip(cells, runs, strict=True):
+                if progress:
+                    print(f"{m} of {n} {strategy:14s} {label:10s} test AUROC "
+                          f"{run.summary()['test']['auroc']:.4f} ({time.time() - t0:.0f} s)", flush=True)
     md = write_table(table_run, attacks, settings)
     if progress:
         print(md)

@@ -175,10 +175,10 @@ def cmd_partition_plot(args: argparse.Namespace) -> int:
     from dfflab.data import ensure_store
     from dfflab.federated.partition import (
         all_client_rows,
-        composition,
         make_partitioner,
         plot_partition,
     )
+    from dfflab.federated.shares import composition
 
     cfg = config_from_args(args)
     store = ensure_store(cfg)

@@ -17,25 +17,26 @@ from __future__ import annotations
 import json
 import time
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from dfflab.config import config_from_dict
 from dfflab.detector.recipe import new_model
-from dfflab.federated import attacks, privacy, ssl_client, task
+from dfflab.federated import attacks, privacy, task
 from dfflab.federated.config import dp_enabled
 from dfflab.federated.strategies import KEEPS_LOCAL_BN
 
 app = ClientApp()
 BN_STATE = "local-bn"  # context.state key of a FedBN client's own BatchNorm layers (DP: its BN buffers)
 OPT_STATE = "optimizer"  # context.state key of a client's AdamW state (fl.keep-optimizer)
+RUN_STATE = "dfflab-run"  # context.state key: the run the rest of the state belongs to
 
 
 def _setup(msg: Message, context: Context):
     """(cfg, partition id, device, store, rows, model with the global weights loaded)."""
     cfg, pid = _identity(msg, context)
     device = task.device_for(cfg, cfg.fl.client_cpus)
-    store, rows = task.client_data(cfg, pid, cfg.fl.num_partitions)
+    store, rows = task.client_data(cfg, pid, cfg.fl.num_partitions, msg.content["config"].get("partition-file"))
     model = new_model(cfg, device)
     local = None
     if (cfg.fl.strategy in KEEPS_LOCAL_BN or dp_enabled(cfg.fl)) and BN_STATE in context.state:
@@ -45,7 +46,17 @@ def _setup(msg: Message, context: Context):
 
 
 def _identity(msg: Message, context: Context):
-    """(the run's config, this client's partition id); the federation's size must be the config's."""
+    """(the run's config, this client's partition id); the federation's size must be the config's.
+
+    A node's ``context.state`` lives as long as the Flower run, which may hold several dfflab
+    runs (a batch): what the client kept for an earlier run is dropped when a new one begins.
+    """
+    run_key = str(msg.content["config"].get("run-key", ""))
+    mark = context.state.get(RUN_STATE)
+    if mark is None or mark["run"] != run_key:
+        for key in list(context.state.keys()):
+            del context.state[key]
+        context.state[RUN_STATE] = ConfigRecord({"run": run_key})
     cfg = config_from_dict(json.loads(msg.content["config"]["dfflab-config"]))
     pid = int(context.node_config["partition-id"])
     n = int(context.node_config["num-partitions"])
@@ -58,7 +69,9 @@ def _identity(msg: Message, context: Context):
 @app.train(mods=[privacy.clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     cfg, pid = _identity(msg, context)
-    if cfg.fl.task == "ssl":
+    if cfg.fl.task == "ssl":  # imported only here: the detector's clients need no lightly
+        from dfflab.federated import ssl_client
+
         return ssl_client.train(msg, context, cfg, pid)
     cfg, pid, device, store, rows, model = _setup(msg, context)
     config = msg.content["config"]
@@ -104,7 +117,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, pid, device, store, rows, model = _setup(msg, context)
     if len(rows["val"]) == 0:
         raise ValueError(f"client {pid} has no validation rows")
-    m = task.test(model, store, rows["val"], device, threshold=0.5, amp=cfg.train.amp).overall
+    m = task.local_val(model, store, rows["val"], device, amp=cfg.train.amp)
     metrics = MetricRecord({"num-examples": len(rows["val"]), "partition-id": pid, "val_loss": m["loss"],
                             "val_auroc": m["auroc"], "val_accuracy": m["accuracy"],
                             "val_balanced_accuracy": m["balanced_accuracy"], **privacy.client_metrics(cfg)})

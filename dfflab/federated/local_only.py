@@ -38,10 +38,10 @@ def run_local_only(cfg, *, name: str | None = None, parent: str | None = None, n
     from dfflab.federated import task
     from dfflab.federated.partition import (
         all_client_rows,
-        composition,
         make_partitioner,
         plot_partition,
     )
+    from dfflab.federated.shares import composition
     from dfflab.models import save_detector
 
     cfg = absolute_paths(copy.deepcopy(cfg))

@@ -186,15 +186,6 @@ def all_client_rows(part: Partitioner) -> dict[int, dict[str, np.ndarray]]:
     return out
 
 
-def composition(store, parts: dict[int, dict[str, np.ndarray]], split: str = "train") -> list[dict]:
-    """Per client: image count per source of one split (for logs, summaries and tests)."""
-    table = []
-    for p, rows in sorted(parts.items()):
-        counts = {s: int((store.sources[rows[split]] == s).sum()) for s in store.source_names}
-        table.append({"partition": p, "images": int(len(rows[split])), **counts})
-    return table
-
-
 def plot_partition(part: Partitioner, path: Path | str, title: str = "") -> Path:
     """Bar chart of training images per client and source (flwr-datasets' helper)."""
     from flwr_datasets.visualization import plot_label_distributions

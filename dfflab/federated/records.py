@@ -236,15 +236,15 @@ def finish(run: Run, cfg, store, model, last_eval: dict, extra: dict[str, Any],
 
 def _scored_as_used(run, cfg, store, model, client_states: dict, usable: list[int], device) -> dict:
     """FedBN: ``per_client`` personalised models; otherwise ``test_bn_reestimated``."""
-    from dfflab.federated import final_models, task
-    from dfflab.federated.partition import client_rows
+    from dfflab.federated import final_models, shares, task
     from dfflab.federated.strategies import KEEPS_LOCAL_BN
 
     if cfg.fl.strategy not in KEEPS_LOCAL_BN:
         return {"test_bn_reestimated": final_models.reestimated_scores(model, store, cfg, device, run)}
     sources = {}
     for pid in usable:
-        fakes = set(store.sources[client_rows(store, cfg, pid)["train"]]) & set(store.fake_sources)
+        rows = shares.client(run.path(shares.FILE), store, cfg, pid)
+        fakes = set(store.sources[rows["train"]]) & set(store.fake_sources)
         sources[pid] = next(iter(fakes)) if len(fakes) == 1 else None
     states = {p: s for p, s in client_states.items() if p in usable}
     return {"per_client": final_models.personalised_scores(task.state_of(model), states, task.bn_keys(model),

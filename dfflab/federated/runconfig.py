@@ -4,7 +4,7 @@
 override: the dfflab settings of ``results``, ``[data]``, ``[model]``, ``[train]``, ``[ssl]``
 (federated SSL: ``fl.task="ssl"``) and ``[fl]`` under their usual kebab-case names (``fl.rounds``, ``train.init``), each
 ``""`` there, meaning "the preset's value", plus :data:`EXTRA` (``preset``, ``run-dir``,
-``name``, ``note``, ``base``). So::
+``name``, ``note``, ``base``, ``batch``). So::
 
     flwr run . --run-config 'preset="tiny" fl.strategy="fedprox" fl.rounds=3'
     flwr run . --run-config 'preset="my-preset.toml"'    # any preset file
@@ -33,6 +33,7 @@ EXTRA = {
     "run-dir": "",  # an existing run folder to write to (dfflab federated run makes it)
     "name": "",  # run name; "" = <strategy>-<partitioning>
     "note": "",  # what this run changes and why (config.json)
+    "batch": "",  # run folders (";"-separated) the ServerApp runs one after another (the launcher's batches)
 }
 EXTRA_HELP = {
     "preset": "a packaged preset name or a .toml path: every setting below it overrides one of its values",
@@ -40,6 +41,7 @@ EXTRA_HELP = {
     "run-dir": "absolute path of an existing run folder (\"\" = a new one under `results`)",
     "name": "run name (\"\" = <strategy>-<partitioning>)",
     "note": "what the run changes and why (config.json)",
+    "batch": "run folders, ';'-separated, each with its flwr-run-config.toml: run one after another here",
 }
 SECTIONS = ("data", "model", "train", "ssl", "fl")
 TABLE = "[tool.flwr.app.config]"
@@ -151,3 +153,9 @@ def to_run_config(cfg: Config, declared: set[str], **extra: str) -> dict[str, An
             d = d.setdefault(p, {})
         d[leaf] = value
     return nested
+
+
+def read_run_config(path: Path | str) -> dict[str, Any]:
+    """A run config TOML (a run folder's ``flwr-run-config.toml``) as Flower hands it over: flat keys."""
+    with open(path, "rb") as f:
+        return dict(_flatten(tomllib.load(f)))

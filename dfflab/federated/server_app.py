@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import time
-from logging import INFO, WARNING
+import traceback
+from logging import ERROR, INFO, WARNING
+from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
@@ -22,15 +24,9 @@ from flwr.serverapp import Grid, ServerApp
 from dfflab.data import ensure_store
 from dfflab.data.store import Store
 from dfflab.detector.recipe import initial_model
-from dfflab.federated import privacy, records, ssl_server, task
+from dfflab.federated import privacy, records, shares, task
 from dfflab.federated.config import check_names, dp_enabled
-from dfflab.federated.partition import (
-    all_client_rows,
-    composition,
-    make_partitioner,
-    plot_partition,
-)
-from dfflab.federated.runconfig import from_run_config
+from dfflab.federated.runconfig import from_run_config, read_run_config
 from dfflab.federated.strategies import make_strategy
 
 app = ServerApp()
@@ -38,9 +34,27 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    """One dfflab run, or each run folder of ``batch`` in turn (see :func:`dfflab.federated.launcher.run_batch`)."""
+    dirs = [d for d in str(context.run_config.get("batch", "")).split(";") if d]
+    if not dirs:
+        _run(grid, context.run_config)
+        return
+    failed = []
+    for k, d in enumerate(dirs, 1):
+        log(INFO, "dfflab batch: run %d of %d: %s", k, len(dirs), d)
+        try:
+            _run(grid, read_run_config(Path(d) / "flwr-run-config.toml"))
+        except Exception:  # the next runs still run; the launcher reports the ones without a summary
+            log(ERROR, "dfflab batch: run %s failed:\n%s", d, traceback.format_exc())
+            failed.append(d)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(dirs)} batched runs failed: {', '.join(failed)}")
+
+
+def _run(grid: Grid, run_config: dict) -> None:
     # -- setup: config, data ------------------------------------------------------------
     t0 = time.time()
-    cfg, meta = from_run_config(context.run_config)
+    cfg, meta = from_run_config(run_config)
     check_names(cfg.fl)
     n = len(list(grid.get_node_ids()))
     if n != cfg.fl.num_partitions:  # N is the federation's size; say so when they differ
@@ -49,7 +63,9 @@ def main(grid: Grid, context: Context) -> None:
         cfg.fl.num_partitions = n
     # the launcher (run_federated) has prepared the store; a bare `flwr run .` prepares it here
     store = Store(cfg.store_dir) if meta["run-dir"] else ensure_store(cfg, progress=False)
-    if cfg.fl.task == "ssl":
+    if cfg.fl.task == "ssl":  # imported only here: the detector's server needs no lightly
+        from dfflab.federated import ssl_server
+
         ssl_server.run(grid, cfg, meta, store, t0)
     else:
         _detector(grid, cfg, meta, store, t0)
@@ -58,12 +74,10 @@ def main(grid: Grid, context: Context) -> None:
 def _detector(grid: Grid, cfg, meta: dict, store, t0: float) -> None:
     """Federated training of the detector: rounds, per-round global evaluation, final model."""
     n = cfg.fl.num_partitions
-    part = make_partitioner(store, cfg)
     run = records.open_run(cfg, meta, store.fingerprint)
     log(INFO, "dfflab run folder: %s", run.dir)
-    plot_partition(part, run.path("partition.png"),
-                   f"{cfg.fl.partitioning} partition, N={n} (training images)")
-    parts = composition(store, all_client_rows(part))
+    client_shares = shares.prepare(run.dir, store, cfg, n)  # the launcher wrote them; a bare flwr run here
+    parts = shares.composition(store, client_shares)
 
     device = task.device_for(cfg)
     model, init_path = initial_model(cfg, device)
@@ -93,7 +107,8 @@ def _detector(grid: Grid, cfg, meta: dict, store, t0: float) -> None:
         return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
 
     # -- rounds (the strategy counts from 1; clients add round-offset) -----------------------
-    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done})
+    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done,
+                           "partition-file": str(run.path(shares.FILE)), "run-key": str(run.dir)})
     initial = privacy.dp_arrays(cfg, task.state_of(model))
     strategy.start(grid=grid, initial_arrays=ArrayRecord(initial),
                    num_rounds=max(0, cfg.fl.rounds - done), timeout=cfg.fl.round_timeout or 6 * 3600, train_config=config,

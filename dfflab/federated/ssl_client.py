@@ -20,7 +20,7 @@ def train(msg: Message, context: Context, cfg, pid: int) -> Message:
     config = msg.content["config"]
     server_round = int(config["server-round"]) + int(config.get("round-offset", 0))
     device = task.device_for(cfg, cfg.fl.client_cpus)
-    store, rows = task.client_data(cfg, pid, cfg.fl.num_partitions)
+    store, rows = task.client_data(cfg, pid, cfg.fl.num_partitions, config.get("partition-file"))
     rows = ssl_task.train_rows(store, rows["train"], cfg)
     method = ssl_task.new_method(cfg, device)
     received = msg.content["arrays"].to_torch_state_dict()

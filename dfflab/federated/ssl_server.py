@@ -29,9 +29,8 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.common import log
 
 from dfflab.config import ConfigError
-from dfflab.federated import privacy, records, ssl_task, task
+from dfflab.federated import privacy, records, shares, ssl_task, task
 from dfflab.federated.config import dp_enabled
-from dfflab.federated.partition import all_client_rows, composition, make_partitioner, plot_partition
 from dfflab.federated.strategies import KEEPS_LOCAL_BN, make_strategy
 from dfflab.models import save_backbone
 
@@ -55,11 +54,9 @@ def run(grid, cfg, meta: dict, store, t0: float) -> None:
         raise ConfigError(f"fl.strategy={cfg.fl.strategy}: federated SSL clients do not keep local BatchNorm")
     cfg.fl.fraction_evaluate = 0.0  # SSL clients have nothing to validate; the server probes the backbone
     n = cfg.fl.num_partitions
-    part = make_partitioner(store, cfg)
     run = records.open_run(cfg, meta, store.fingerprint)
     log(INFO, "dfflab run folder: %s", run.dir)
-    plot_partition(part, run.path("partition.png"), f"{cfg.fl.partitioning} partition, N={n} (training images)")
-    parts = composition(store, all_client_rows(part))
+    parts = shares.composition(store, shares.prepare(run.dir, store, cfg, n))
 
     device = task.device_for(cfg)
     method = ssl_task.new_method(cfg, device)
@@ -88,7 +85,8 @@ def run(grid, cfg, meta: dict, store, t0: float) -> None:
         records.save_resume_point(run, method, r, recorder.samples, recorder.steps)
         return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
 
-    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done})
+    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done,
+                           "partition-file": str(run.path(shares.FILE)), "run-key": str(run.dir)})
     strategy.start(grid=grid, initial_arrays=ArrayRecord(privacy.dp_arrays(cfg, ssl_task.online_state(method))),
                    num_rounds=max(0, cfg.fl.rounds - done), timeout=cfg.fl.round_timeout or 6 * 3600,
                    train_config=config, evaluate_config=config, evaluate_fn=evaluate_global)

@@ -6,7 +6,7 @@ over all rounds x local epochs), class-balanced loss, augmentation, steps per ep
 epoch seeds as the centralized baseline, so a federated run differs from it only in what
 ``[fl]`` says. Scoring is :func:`dfflab.detector.scoring.score`. This module adds:
 
-* a client's data: :func:`client_data` (the prepared store + ``partition.client_rows``);
+* a client's data: :func:`client_data` (the prepared store + the run's ``shares``);
 * weights in and out as state dicts (:func:`state_of`, :func:`load_state`, :func:`bn_keys`
   for FedBN), and an optimizer state that can travel through Flower's ``context.state``;
 * :func:`local_train`: one round of ``fl.local-epochs`` epochs, with FedProx's proximal term;
@@ -25,7 +25,7 @@ from torch import nn
 from dfflab.config import derive
 from dfflab.detector.recipe import make_recipe
 from dfflab.detector.rows import select_rows
-from dfflab.detector.scoring import Scores, score
+from dfflab.detector.scoring import EVAL_BATCH, Scores, score
 from dfflab.device import resolve_device, set_threads
 
 _STORES: dict[str, object] = {}
@@ -42,12 +42,14 @@ def open_store(cfg):
     return _STORES[key]
 
 
-def client_data(cfg, partition_id: int, num_partitions: int) -> tuple[object, dict[str, np.ndarray]]:
-    """(store, ``{"train": rows, "val": rows}``) of one client."""
-    from dfflab.federated.partition import client_rows
+def client_data(cfg, partition_id: int, num_partitions: int,
+                partition_file: str | None = None) -> tuple[object, dict[str, np.ndarray]]:
+    """(store, ``{"train": rows, "val": rows}``) of one client (from the run's ``partition_file``
+    when it can read it, see :mod:`dfflab.federated.shares`)."""
+    from dfflab.federated import shares
 
     store = open_store(cfg)
-    return store, client_rows(store, cfg, partition_id, num_partitions)
+    return store, shares.client(partition_file, store, cfg, partition_id, num_partitions)
 
 
 def global_rows(store, cfg) -> dict[str, np.ndarray]:
@@ -164,6 +166,27 @@ def test(model: nn.Module, store, rows: np.ndarray, device: torch.device, *, thr
          amp: bool = True) -> Scores:
     """:func:`~dfflab.detector.scoring.score` with the plain (unweighted) BCE as ``loss``."""
     return score(model, store, rows, device, threshold=threshold, loss_fn=nn.BCEWithLogitsLoss(), amp=amp)
+
+
+def local_val(model: nn.Module, store, rows: np.ndarray, device: torch.device, *, amp: bool = True) -> dict:
+    """A client's validation: BCE ``loss``, ``auroc``, ``accuracy`` and ``balanced_accuracy`` at 0.5.
+
+    The point values of :func:`test` (torchmetrics), from :func:`dfflab.evidence.weighted_metrics`
+    (numpy, tested to match it): a Flower client process never imports torchmetrics, which
+    brings torchvision and matplotlib (about 1 s per client on 2 cores, paid by every run).
+    """
+    from dfflab.evidence import weighted_metrics
+    from dfflab.train.core import predict
+
+    pred = predict(model, store.batches(rows, EVAL_BATCH), device, amp=amp)
+    probs = torch.nan_to_num(torch.sigmoid(pred.logits.float()), nan=0.5).numpy()
+    labels = pred.labels.numpy().astype(bool)
+    loss = float(nn.functional.binary_cross_entropy_with_logits(pred.logits.float(), pred.labels.float()))
+    m = {"loss": loss, "accuracy": float(((probs >= 0.5) == labels).mean())}
+    if labels.min() == labels.max():
+        return {**m, "auroc": float("nan"), "balanced_accuracy": float("nan")}
+    w = weighted_metrics(probs, labels, np.ones(len(labels)), threshold=0.5)
+    return {**m, "auroc": float(w["auroc"][0]), "balanced_accuracy": float(w["balanced_accuracy"][0])}
 
 
 def global_eval(model: nn.Module, store, cfg, device: torch.device) -> dict:

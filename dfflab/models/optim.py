@@ -24,16 +24,18 @@ FREEZE = ("none", "backbone", "partial")
 
 def blocks(net: nn.Module) -> list[nn.Module]:
     """A backbone's blocks (modules) from input to output."""
-    from torchvision.models import ConvNeXt, EfficientNet, ResNet, VisionTransformer
-
     if hasattr(net, "layer_groups"):
         return list(net.layer_groups())
-    if isinstance(net, ResNet):
-        return [nn.ModuleList([net.conv1, net.bn1]), *net.layer1, *net.layer2, *net.layer3, *net.layer4]
-    if isinstance(net, EfficientNet | ConvNeXt):
-        return [*net.features, net.classifier]  # ConvNeXt's classifier keeps its final LayerNorm
-    if isinstance(net, VisionTransformer):
-        return [net.conv_proj, *net.encoder.layers, net.encoder.ln]
+    if any(c.__module__.startswith("torchvision.") for c in type(net).__mro__):
+        # imported only for torchvision's models: a process that trains dfflab's own nets skips it
+        from torchvision.models import ConvNeXt, EfficientNet, ResNet, VisionTransformer
+
+        if isinstance(net, ResNet):
+            return [nn.ModuleList([net.conv1, net.bn1]), *net.layer1, *net.layer2, *net.layer3, *net.layer4]
+        if isinstance(net, EfficientNet | ConvNeXt):
+            return [*net.features, net.classifier]  # ConvNeXt's classifier keeps its final LayerNorm
+        if isinstance(net, VisionTransformer):
+            return [net.conv_proj, *net.encoder.layers, net.encoder.ln]
     out = []
     for child in net.children():
         out.extend(child if isinstance(child, nn.Sequential | nn.ModuleList) else [child])
