@@ -44,6 +44,7 @@ from typing import Any
 
 from dfflab.config import ConfigError
 from dfflab.federated.config import check_names, default_name, run_stage
+from dfflab.federated.records import FINISHED
 from dfflab.federated.runconfig import absolute_paths, declared_keys, to_run_config
 from dfflab.files import atomic_write_text
 from dfflab.runs import Run, open_or_resume
@@ -169,8 +170,14 @@ class FlowerSession:
 
     def close(self) -> dict:
         """Stop every process that carries this session's FLWR_HOME; returns what was stopped and left."""
-        started = [{"pid": pid, "cmd": cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(self.home))]
-        left = stop_processes([p["pid"] for p in started])
+        started: list[dict] = []
+        left: list[int] = []
+        for _ in range(3):  # a process that was starting up (a Ray worker) may appear after the first pass
+            found = [{"pid": pid, "cmd": cmdline(pid)} for pid in processes_with_env("FLWR_HOME", str(self.home))]
+            if not found:
+                break
+            started += found
+            left = stop_processes([p["pid"] for p in found])
         shutil.rmtree(self.home, ignore_errors=True)
         return {"stopped": started, "still_running": left}
 
@@ -268,6 +275,7 @@ def run_batch(jobs: list[Job], *, progress: bool = True, resume: bool = True) ->
 
 
 BATCH_MARK = re.compile(r"dfflab batch: run (\d+) of (\d+)")
+FINISHED_LINE = re.compile(re.escape(FINISHED) + r"(.+)$")
 
 
 def _launch(group: list[tuple], progress: bool) -> None:
@@ -294,7 +302,7 @@ def _launch(group: list[tuple], progress: bool) -> None:
     try:
         with _term_as_interrupt():
             code = _stream(cmd, app, session.env, [run.path("flower.log") for _, run, _, _ in group], progress,
-                           marks=marks)
+                           marks=marks, finished=[run.dir for _, run, _, _ in group])
     finally:  # flwr leaves its SuperLink running: a run of its own stops everything it started
         if shared is None:
             ended = session.close()
@@ -353,13 +361,17 @@ def _term_as_interrupt():
 
 
 def _stream(cmd: list[str], cwd: Path, env: dict, log: Path | list[Path], progress: bool,
-            marks: list[float] | None = None) -> int:
+            marks: list[float] | None = None, finished: list[Path] | None = None) -> int:
     """Run ``cmd``, teeing its output to ``log`` (and its key lines to the console).
 
     With several logs (a batch), the output moves to log k when the ServerApp announces
-    run k; ``marks`` gets the time of each announcement after the first.
+    run k; ``marks`` gets the time of each announcement after the first. With ``finished``
+    (the run folders), ``flwr run`` is stopped (exit code 0) once the ServerApp has announced
+    every one of them finished and their summaries exist: Flower's own shutdown (actors, Ray,
+    the log stream: 3-4 s) then happens without anyone waiting, and the session stops it.
     """
     logs = [log] if isinstance(log, Path | str) else list(log)
+    pending = {str(d) for d in finished or []}
     current = 0
     f = open(logs[0], "w")  # noqa: SIM115 (switched below)
     try:
@@ -378,6 +390,13 @@ def _stream(cmd: list[str], cwd: Path, env: dict, log: Path | list[Path], progre
                     f.flush()  # others watch the log (deploy's fault injection)
                     if progress and (SHOWN.search(line) or m):
                         print(_plain(line), end="", flush=True)
+                    done = FINISHED_LINE.search(_plain(line))
+                    if done and pending:
+                        pending.discard(done.group(1).strip())
+                        if not pending and all((Path(d) / "summary.json").is_file() for d in finished):
+                            proc.terminate()
+                            proc.wait(timeout=30)
+                            return 0
                 return proc.wait()
             except BaseException:
                 proc.kill()  # interrupted: the finally of the caller stops the SuperLink

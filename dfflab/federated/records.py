@@ -170,6 +170,18 @@ def open_run(cfg, meta: dict[str, str], fingerprint: str) -> Run:
                       fingerprint=fingerprint)
 
 
+FINISHED = "dfflab run finished: "  # the ServerApp's last line for a run: everything is written
+
+
+def announce_finished(run: Run) -> None:
+    """Log that ``run``'s folder is complete (the launcher stops waiting for Flower's shutdown then)."""
+    from logging import INFO
+
+    from flwr.common import log
+
+    log(INFO, "%s%s", FINISHED, run.dir)
+
+
 def result_line(summary: dict) -> str:
     """The one-line result of a finished run (the launcher prints it)."""
     if "test" in summary:

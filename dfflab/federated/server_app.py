@@ -121,3 +121,4 @@ def _detector(grid: Grid, cfg, meta: dict, store, t0: float) -> None:
         "init_path": init_path, "partition": parts, "seconds": round(time.time() - t0, 2),
         "device": str(device), **dp_record}, {} if dp else recorder.client_states, device)  # DP: no client BN
     log(INFO, "dfflab run folder: %s (test AUROC %.4f)", run.dir, last["test"]["auroc"])
+    records.announce_finished(run)

@@ -94,6 +94,7 @@ def run(grid, cfg, meta: dict, store, t0: float) -> None:
     run.path("last.pt").unlink(missing_ok=True)
     _finish(run, cfg, store, method, probes, device, strategy, {"partition": parts, "seconds": time.time() - t0})
     log(INFO, "dfflab run folder: %s (%s)", run.dir, records.result_line(run.summary()))
+    records.announce_finished(run)
 
 
 def _finish(run, cfg, store, method, probes: dict, device, strategy, extra: dict) -> None:
