@@ -1,7 +1,8 @@
 """The federated stage of ``dfflab pipeline``: the recipe search (optional), the five federated
 baselines per seed, the fully federated path (federated SSL, then FedAvg from it and from the
 centralized backbone) and the DP-FedAvg privacy-utility points; and the seed helpers every stage
-of the pipeline uses. All runs of the stage share one SuperLink (:func:`flower_session`).
+of the pipeline uses. All runs of the stage share one SuperLink (:func:`flower_session`); the
+baselines and DP points of every seed run as one batch, in one Flower run (:func:`run_batch`).
 ``p`` is the running :class:`dfflab.pipeline.Pipeline` (its config, store and earlier stages' runs).
 """
 

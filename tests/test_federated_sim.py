@@ -143,3 +143,19 @@ def test_a_batch_runs_each_run_as_if_alone(fed):
     assert "dfflab batch: run 2 of 2" in runs[1].path("flower.log").read_text().splitlines()[0]
     for r in runs:
         assert r.path("partition.npz").is_file() and [x["round"] for x in r.metrics()] == [0, 1, 2]
+
+
+def test_a_failing_run_does_not_take_the_rest_of_its_batch_down(fed, tmp_path):
+    from dfflab.config import derive
+    from dfflab.federated.launcher import Job, run_batch
+
+    cfg, _ = fed
+    cfg = derive(cfg, {"fl.fail-client": -1, "fl.rounds": 1})
+    broken = derive(cfg, {"train.init": str(tmp_path / "no-such-backbone.pt")})  # the ServerApp fails to start it
+    with pytest.raises(RuntimeError, match="batch-broken") as err:
+        run_batch([Job(broken, "batch-broken"), Job(cfg, "batch-fine")], progress=False, resume=False)
+    assert "no-such-backbone" in str(err.value)  # the failed run's own log tail is in the message
+    from dfflab.runs import find_run
+
+    fine = find_run(cfg.results, "federated", name="batch-fine", cfg=cfg)
+    assert fine is not None and fine.summary()["rounds_run"] == 1

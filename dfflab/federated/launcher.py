@@ -263,8 +263,10 @@ def run_batch(jobs: list[Job], *, progress: bool = True, resume: bool = True) ->
         _launch(group, progress)
     failed = [(run, name) for _, run, _, name in prepared if not run.finished]
     if failed:
-        raise RuntimeError("; ".join(f"federated run {run.dir} ended without summary.json; end of "
-                                     f"{run.path('flower.log')}:\n{flower_log_tail(run)}" for run, _ in failed))
+        raise RuntimeError("; ".join(
+            f"federated run {run.dir} ended without summary.json; end of {run.path('flower.log')}:\n"
+            f"{flower_log_tail(run)}" if run.dir.is_dir() else f"batched run {name} never began (folder removed)"
+            for run, name in failed))
     if progress:
         from dfflab.federated.records import result_line
 
@@ -306,10 +308,15 @@ def _launch(group: list[tuple], progress: bool) -> None:
     finally:  # flwr leaves its SuperLink running: a run of its own stops everything it started
         if shared is None:
             ended = session.close()
+        for _, run, _, _ in group[1:]:  # batched runs that never began (a crash before them) leave no folder
+            if not run.finished and not run.path("metrics.csv").is_file():
+                shutil.rmtree(run.dir, ignore_errors=True)
     t1 = time.time()
     bounds = marks + [t1] * (len(group) + 1 - len(marks))
     names = [name for _, _, _, name in group]
     for k, (_, run, _, _) in enumerate(group):
+        if not run.dir.is_dir():
+            continue
         rec = {"command": cmd, "returncode": code, "wall_seconds": round(bounds[k + 1] - bounds[k], 2),
                "flwr_home": str(session.home), "shared_superlink": shared is not None, "superlink_reused": reused,
                **ended}
