@@ -210,8 +210,10 @@ def store_embedding(images: np.ndarray, features: str | None = None, batch: int 
     backbone = model.backbone.eval()
     out = []
     with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = torch.from_numpy(np.array(images[i:i + batch])).permute(0, 3, 1, 2).float() / 255  # writable copy
+        from dfflab.data.pages import batches
+
+        for _, part in batches(images, batch=batch):
+            x = torch.from_numpy(part).permute(0, 3, 1, 2).float() / 255
             f = backbone(x)
             out.append(torch.nn.functional.normalize(f, dim=1).numpy())
     return np.concatenate(out).astype(np.float32), f"{mcfg.backbone} features from {path}"

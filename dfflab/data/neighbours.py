@@ -20,11 +20,14 @@ import torch.nn.functional as F
 THUMB = 16  # thumbnail side: coarse enough to ignore JPEG noise, fine enough to tell photos apart
 
 
-def thumbnails(images: np.ndarray, size: int = THUMB, batch: int = 4096) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> (N, size * size * 3) float32 in 0..255, area-averaged."""
-    out = np.empty((len(images), size * size * 3), dtype=np.float32)
-    for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.array(images[i:i + batch])).permute(0, 3, 1, 2).float()  # a writable copy
+def thumbnails(images: np.ndarray, size: int = THUMB, batch: int = 4096, rows: np.ndarray | None = None) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, size * size * 3) float32 in 0..255, area-averaged; of ``images[rows]``
+    when ``rows`` is given (read batch by batch: a memory-mapped store is never copied whole)."""
+    from dfflab.data.pages import batches
+
+    out = np.empty((len(images) if rows is None else len(rows), size * size * 3), dtype=np.float32)
+    for i, part in batches(images, rows, batch):
+        x = torch.from_numpy(part).permute(0, 3, 1, 2).float()
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="area")
         out[i:i + len(x)] = x.permute(0, 2, 3, 1).reshape(len(x), -1).numpy()

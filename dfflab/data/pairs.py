@@ -104,10 +104,10 @@ def pairs_from_store(images: np.ndarray, squashed: np.ndarray | None, sources: n
     if not len(fakes) or len(reals) < 2:
         return None
     size = min(THUMB, images.shape[1])
-    fake_views, real_views = [thumbnails(images[fakes], size)], [thumbnails(images[reals], size)]
+    fake_views, real_views = [thumbnails(images, size, rows=fakes)], [thumbnails(images, size, rows=reals)]
     if squashed is not None:
-        fake_views.append(thumbnails(squashed[fakes], size))
-        real_views.append(thumbnails(squashed[reals], size))
+        fake_views.append(thumbnails(squashed, size, rows=fakes))
+        real_views.append(thumbnails(squashed, size, rows=reals))
     return recover_pairs(relpaths[fakes], fake_views, relpaths[reals], real_views, progress=progress)
 
 

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from dfflab.data.layout import GROUPS_FILE, PAIRS_FILE, PARTNERS_FILE, SPLITS_FILE
 from dfflab.data.links import check_dff_alignment, dataset_links
 from dfflab.data.neighbours import THUMB
+from dfflab.data.pages import release
 from dfflab.data.reader import (
     BadImage,
     DataError,
@@ -50,6 +51,7 @@ from dfflab.data.store import INDEX_COLUMNS
 from dfflab.runs import atomic_write_text, read_json, write_json
 
 SIDE_FILES = (SPLITS_FILE, PARTNERS_FILE, GROUPS_FILE)  # part of what a dataset is
+RELEASE_EVERY = 2048  # images written between hand-backs of the store's pages (dfflab.data.pages)
 
 _reader: EntryReader | None = None
 
@@ -176,6 +178,8 @@ def _decode(root: Path, out: Path, entries: list[Entry], size: int, quality: int
                 metas.append(meta)
                 i += 1
             bar.update(len(results))
+            if i % RELEASE_EVERY < len(results):  # written pages go to the file, not the resident set
+                release(arr)
     bar.close()
     good = [k for k, m in enumerate(metas) if isinstance(m, dict)]
     bad = [(entries[k], metas[k]) for k, m in enumerate(metas) if isinstance(m, str)]
@@ -194,6 +198,9 @@ def _decode(root: Path, out: Path, entries: list[Entry], size: int, quality: int
                                           shape=(len(good), size, size, 3))
         for j, k in enumerate(good):
             dense[j] = arr[k]
+            if j % RELEASE_EVERY == RELEASE_EVERY - 1:
+                release(dense)
+                release(arr)
         dense.flush()
         del dense, arr
         tmp.unlink()

@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dfflab.config import ConfigError
 from dfflab.federated.config import check_names, default_name, run_stage
@@ -250,18 +250,17 @@ def run_batch(jobs: list[Job], *, progress: bool = True, resume: bool = True) ->
         name = j.name or default_name(j.cfg)
         parent = made.get(j.parent, j.parent) if j.parent else None  # an earlier job's name: its folder
         cfg, run, rc_path = prepare_run(j.cfg, name, j.note, progress, parent=parent, resume=resume, extra=j.extra)
-        prepared.append((cfg, run, rc_path, name))
+        prepared.append(_Prepared(cfg, run, rc_path, name))
         made[name] = run.name
-    groups: list[list[tuple]] = []
+    groups: list[list[_Prepared]] = []
     for item in prepared:  # consecutive runs with the same federation share one Flower run
-        if groups and flwr_command(app_dir(), item[2], item[0])[-1] == flwr_command(
-                app_dir(), groups[-1][0][2], groups[-1][0][0])[-1]:
+        if groups and _federation(item) == _federation(groups[-1][0]):
             groups[-1].append(item)
         else:
             groups.append([item])
     for group in groups:
         _launch(group, progress)
-    failed = [(run, name) for _, run, _, name in prepared if not run.finished]
+    failed = [(p.run, p.name) for p in prepared if not p.run.finished]
     if failed:
         raise RuntimeError("; ".join(
             f"federated run {run.dir} ended without summary.json; end of {run.path('flower.log')}:\n"
@@ -270,17 +269,29 @@ def run_batch(jobs: list[Job], *, progress: bool = True, resume: bool = True) ->
     if progress:
         from dfflab.federated.records import result_line
 
-        for _, run, _, name in prepared:
-            print(f"{name}: {result_line(run.summary())}; {run.record['flower']['wall_seconds']:.1f} s wall; "
-                  f"run folder {run.dir}")
-    return [run for _, run, _, _ in prepared]
+        for p in prepared:
+            print(f"{p.name}: {result_line(p.run.summary())}; {p.run.record['flower']['wall_seconds']:.1f} s "
+                  f"wall; run folder {p.run.dir}")
+    return [p.run for p in prepared]
+
+
+class _Prepared(NamedTuple):
+    cfg: Any
+    run: Run
+    rc_path: Path  # its flwr-run-config.toml
+    name: str
 
 
 BATCH_MARK = re.compile(r"dfflab batch: run (\d+) of (\d+)")
 FINISHED_LINE = re.compile(re.escape(FINISHED) + r"(.+)$")
 
 
-def _launch(group: list[tuple], progress: bool) -> None:
+def _federation(p: _Prepared) -> str:
+    """The ``--federation-config`` of a prepared run (runs with the same one can share a Flower run)."""
+    return flwr_command(app_dir(), p.rc_path, p.cfg)[-1]
+
+
+def _launch(group: list[_Prepared], progress: bool) -> None:
     """One ``flwr run`` for the prepared runs of ``group`` (a single run, or a batch of several)."""
     cfg, first, rc_path, _ = group[0]
     if len(group) > 1:  # the first run's settings, plus the folders the ServerApp runs in order
@@ -289,7 +300,7 @@ def _launch(group: list[tuple], progress: bool) -> None:
         import tomli_w
 
         rc = tomllib.loads(rc_path.read_text())
-        rc["batch"] = ";".join(str(run.dir) for _, run, _, _ in group)
+        rc["batch"] = ";".join(str(p.run.dir) for p in group)
         rc_path = first.path("flwr-batch-config.toml")
         atomic_write_text(rc_path, tomli_w.dumps(rc))
     app = app_dir()
@@ -303,18 +314,18 @@ def _launch(group: list[tuple], progress: bool) -> None:
     marks = [t0]
     try:
         with _term_as_interrupt():
-            code = _stream(cmd, app, session.env, [run.path("flower.log") for _, run, _, _ in group], progress,
-                           marks=marks, finished=[run.dir for _, run, _, _ in group])
+            code = _stream(cmd, app, session.env, [p.run.path("flower.log") for p in group], progress,
+                           marks=marks, finished=[p.run.dir for p in group])
     finally:  # flwr leaves its SuperLink running: a run of its own stops everything it started
         if shared is None:
             ended = session.close()
-        for _, run, _, _ in group[1:]:  # batched runs that never began (a crash before them) leave no folder
-            if not run.finished and not run.path("metrics.csv").is_file():
-                shutil.rmtree(run.dir, ignore_errors=True)
+        for p in group[1:]:  # batched runs that never began (a crash before them) leave no folder
+            if not p.run.finished and not p.run.path("metrics.csv").is_file():
+                shutil.rmtree(p.run.dir, ignore_errors=True)
     t1 = time.time()
     bounds = marks + [t1] * (len(group) + 1 - len(marks))
-    names = [name for _, _, _, name in group]
-    for k, (_, run, _, _) in enumerate(group):
+    names = [p.name for p in group]
+    for k, run in enumerate(p.run for p in group):
         if not run.dir.is_dir():
             continue
         rec = {"command": cmd, "returncode": code, "wall_seconds": round(bounds[k + 1] - bounds[k], 2),
