@@ -191,3 +191,20 @@ def test_ssl_backbone_extractor(tmp_path, tiny_cfg, faces):
         assert torch.allclose(f, bb(faces.float() / 255), atol=1e-5)
     assert ex(faces[:, :, :16, :16]).shape == (4, ex.num_features)  # resized to 32 px
     assert str(path) == ex.path
+
+
+def test_the_synth_reference_pool_is_drawn_once_and_reused(tmp_path, monkeypatch):
+    # its SYNTHDFF.json must match the spec it was drawn with, or every score would draw it again
+    from dfflab.config import load_config
+    from dfflab.data import synth
+    from dfflab.generative.reference import synth_pool
+
+    cfg = load_config("tiny", [f"data.root={tmp_path / 'synthdff'}", "data.workers=1", "data.image-size=32"])
+    drawn = []
+    real = synth.synthesize
+    monkeypatch.setattr(synth, "synthesize", lambda *a, **k: drawn.append(a) or real(*a, **k))
+    first = synth_pool(cfg, 3, progress=False)
+    second = synth_pool(cfg, 3, progress=False)
+    assert len(drawn) == 1 and len(first) == len(second) == 12
+    synth_pool(cfg, 4, progress=False)  # another size: drawn again
+    assert len(drawn) == 2

@@ -39,8 +39,6 @@ def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
 
     root = Path(cfg.data.root)
     if is_synth_root(root):
-        from dataclasses import asdict
-
         from dfflab.data.synth import VERSION, SynthSpec, write_synth
 
         spec = SynthSpec(n_real=cfg.data.n_real, seed=0, difficulty=cfg.data.difficulty,
@@ -53,12 +51,12 @@ def ensure_store(cfg, progress: bool = True, in_memory: bool = False):
         if stale and (root / AUTO_MARKER).is_file():
             # one dfflab made on demand (an older difficulty, say) is replaced, so the
             # data always matches the config that names it
-            print(f"{root}: SynthDFF was made with {what}; regenerating with {asdict(spec)} (version {VERSION})")
+            print(f"{root}: SynthDFF was made with {what}; regenerating with {spec.record()} (version {VERSION})")
         if not root.exists() or (stale and (root / AUTO_MARKER).is_file()):
             write_synth(root, spec, cfg, progress=progress)
             (root / AUTO_MARKER).write_text("made by dfflab on demand; remade when data.* settings change\n")
         elif stale:
             # one written by `dfflab data synth` is the user's data: used as it is
-            print(f"{root}: SynthDFF was made with {what}, not the config's {asdict(spec)} (version {VERSION}); "
+            print(f"{root}: SynthDFF was made with {what}, not the config's {spec.record()} (version {VERSION}); "
                   "using it as it is (`dfflab data synth` rebuilds it)")
     return Store(prepare_from_config(cfg, progress=progress), in_memory=in_memory)

@@ -20,7 +20,6 @@ cached in ``<results>/cache/gan-reference/`` (Inception at 299 px is the slow pa
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +77,7 @@ def synth_pool(cfg, n_per_class: int, progress: bool = True):
                      real_min=d.real_min, real_max=d.real_max)
     pool = root.with_name(f"{root.name}-gan-heldout")
     meta = pool / "SYNTHDFF.json"
-    if not meta.is_file() or read_json(meta).get("spec") != asdict(spec):
+    if not meta.is_file() or read_json(meta).get("spec") != spec.record():
         synthesize(pool, spec, workers=d.workers, progress=progress)
     out = prepare(pool, pool.with_name(f"{pool.name}-store-{d.image_size}"), d.image_size, val_frac=0.0,
                   test_frac=0.0, max_bad_frac=d.max_bad_frac, workers=d.workers, jpeg_quality=d.jpeg_quality,
