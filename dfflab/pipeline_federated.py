@@ -60,27 +60,31 @@ def _federated_runs(p) -> dict:
     # client actors start once); runs that finished before a crash of this stage are kept, not
     # trained again (the IID run may be the search's accepted step, under its own name)
     jobs, keys = [], []
+
+    def kept_or_queued(key: str, job: Job, name: str | None) -> Run | None:
+        """The finished run of ``job``'s settings (named ``name``; None: any name), else queue the job."""
+        found = find_run(job.cfg.results, "federated", name=name, cfg=job.cfg)
+        if found:
+            out[key] = found
+        else:
+            jobs.append(job)
+            keys.append(key)
+        return found
+
+    bases = {seed: derive(p.cfg, {**recipe, "fl.strategy": "fedavg", "fl.partitioning": "source", "train.seed": seed})
+             for seed in seeds}
     for seed in seeds:
         prev = parent
         for name, over, note in plan:
             # the search's accepted recipe, but each run keeps its own strategy and partitioning
-            cfg = derive(p.cfg, {**recipe, **over, "train.seed": seed})
-            found = find_run(cfg.results, "federated", name=None if name == "fedavg-iid" else name, cfg=cfg)
-            if found:
-                out[seed_key(name, seed, seeds[0])] = found
-            else:
-                jobs.append(Job(cfg, name, prev, note + _recipe_note(recipe, over)))
-                keys.append(seed_key(name, seed, seeds[0]))
+            job = Job(derive(p.cfg, {**recipe, **over, "train.seed": seed}), name, prev,
+                      note + _recipe_note(recipe, over))
+            found = kept_or_queued(seed_key(name, seed, seeds[0]), job, None if name == "fedavg-iid" else name)
             prev = found.name if found else name
-        base = derive(p.cfg, {**recipe, "fl.strategy": "fedavg", "fl.partitioning": "source", "train.seed": seed})
         fedavg = out.get(seed_key("fedavg-source", seed, seeds[0]))
-        for key, job in _privacy_curve(p, base, seed, seeds[0], parent=fedavg.name if fedavg else "fedavg-source"):
-            found = find_run(job.cfg.results, "federated", name=job.name, cfg=job.cfg)
-            if found:
-                out[key] = found
-            else:
-                jobs.append(job)
-                keys.append(key)
+        for key, job in _privacy_curve(p, bases[seed], seed, seeds[0],
+                                       parent=fedavg.name if fedavg else "fedavg-source"):
+            kept_or_queued(key, job, job.name)
     out.update(zip(keys, run_batch(jobs, progress=p.progress) if jobs else [], strict=True))
     for seed in seeds:
         cfg = derive(p.cfg, {**recipe, "fl.partitioning": "source", "train.seed": seed})
@@ -89,8 +93,7 @@ def _federated_runs(p) -> dict:
             cfg, name="local-only", parent=parent,
             note="Each client trains alone on its own generator: the lower bound federation must beat.",
             progress=p.progress)
-        base = derive(p.cfg, {**recipe, "fl.strategy": "fedavg", "fl.partitioning": "source", "train.seed": seed})
-        out.update(_fully_federated(p, base, seed, seeds[0]))
+        out.update(_fully_federated(p, bases[seed], seed, seeds[0]))
     return out
 
 

@@ -19,7 +19,7 @@ from conftest import tiny
 from cryptography import x509
 
 from dfflab.federated.deploy import deploy_local
-from dfflab.federated.launcher import alive, cmdline, processes_with_env
+from dfflab.federated.processes import alive, cmdline, processes_with_env
 
 pytestmark = pytest.mark.slow  # minutes: left out of `pytest -m "not slow"`
 

@@ -15,7 +15,8 @@ import torch
 from dfflab.config import load_config
 from dfflab.detector.recipe import initial_model
 from dfflab.federated import task
-from dfflab.federated.launcher import alive, cmdline, processes_with_env, run_federated
+from dfflab.federated.launcher import run_federated
+from dfflab.federated.processes import alive, cmdline, processes_with_env
 from dfflab.models import load_detector
 from dfflab.train.core import detection_loss, predict
 

@@ -42,16 +42,12 @@ from dfflab.federated.certs import make_node_key, make_tls
 from dfflab.federated.launcher import (
     _stream,
     _term_as_interrupt,
-    alive,
     app_dir,
-    cmdline,
     flower_log_tail,
     flwr_env,
-    free_port,
     prepare_run,
-    processes_with_env,
-    stop_processes,
 )
+from dfflab.federated.processes import alive, cmdline, free_port, processes_with_env, stop_processes
 from dfflab.runs import Run
 
 CONNECTION = "local-deploy"

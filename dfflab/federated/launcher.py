@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from typing import Any, NamedTuple
 
 from dfflab.config import ConfigError
 from dfflab.federated.config import check_names, default_name, run_stage
+from dfflab.federated.processes import cmdline, free_port, processes_with_env, stop_processes
 from dfflab.federated.records import FINISHED
 from dfflab.federated.runconfig import absolute_paths, declared_keys, to_run_config
 from dfflab.files import atomic_write_text
@@ -65,12 +65,6 @@ def app_dir() -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def flwr_env(home: Path, port: int) -> dict[str, str]:
     """Environment of ``flwr run``: private FLWR_HOME and SuperLink port, no installs or phoning home."""
     env = dict(os.environ)
@@ -82,57 +76,6 @@ def flwr_env(home: Path, port: int) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
     })
     return env
-
-
-def processes_with_env(key: str, value: str) -> list[int]:
-    """Live (non-zombie) process ids whose environment has ``key=value`` (Linux /proc)."""
-    needle = f"{key}={value}".encode()
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if needle in (d / "environ").read_bytes().split(b"\0") and not _zombie(d):
-                pids.append(int(d.name))
-        except OSError:  # gone, or not ours to read
-            continue
-    return pids
-
-
-def _zombie(proc_dir: Path) -> bool:
-    stat = (proc_dir / "stat").read_text()
-    return stat[stat.rindex(")") + 2] in "ZX"
-
-
-def stop_processes(pids: list[int], timeout: float = 15.0) -> list[int]:
-    """SIGTERM ``pids``, SIGKILL what is left after ``timeout``; returns those still alive."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            pids = [p for p in pids if alive(p)]
-            if not pids:
-                return []
-            time.sleep(0.2)
-    return [p for p in pids if alive(p)]
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        return not _zombie(Path(f"/proc/{pid}"))
-    except OSError:
-        return False
 
 
 # -- federated run ------------------------------------------------------------------------
@@ -341,8 +284,9 @@ def prepare_run(cfg, name: str, note: str = "", progress: bool = True, *, parent
     """(cfg with absolute paths, run folder, its ``flwr-run-config.toml``) of a Flower run.
 
     Prepares the store and the clients' shares (``partition.npz``) once, here, so the
-    ServerApp and ClientApps find them ready, and checks N before Flower starts. With ``resume``, a crashed run of ``name`` with the
-    same settings is continued instead of a new folder.
+    ServerApp and ClientApps find them ready, and checks N before Flower starts. With
+    ``resume``, a crashed run of ``name`` with the same settings is continued instead of a
+    new folder.
     """
     from dfflab.data import ensure_store
     from dfflab.federated import shares

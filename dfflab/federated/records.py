@@ -170,6 +170,19 @@ def open_run(cfg, meta: dict[str, str], fingerprint: str) -> Run:
                       fingerprint=fingerprint)
 
 
+def round_config(cfg, run: Run, done: int):
+    """The ``ConfigRecord`` every round's messages carry: the resolved config, the rounds a resumed
+    run already has, the run's ``partition.npz`` and the key a client's kept state belongs to."""
+    import json
+
+    from flwr.app import ConfigRecord
+
+    from dfflab.federated.shares import FILE
+
+    return ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done,
+                         "partition-file": str(run.path(FILE)), "run-key": str(run.dir)})
+
+
 FINISHED = "dfflab run finished: "  # the ServerApp's last line for a run: everything is written
 
 

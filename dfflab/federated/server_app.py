@@ -11,13 +11,12 @@ each round's ``ConfigRecord`` so server and clients agree on data, model and rec
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
@@ -107,8 +106,7 @@ def _detector(grid: Grid, cfg, meta: dict, store, t0: float) -> None:
         return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
 
     # -- rounds (the strategy counts from 1; clients add round-offset) -----------------------
-    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done,
-                           "partition-file": str(run.path(shares.FILE)), "run-key": str(run.dir)})
+    config = records.round_config(cfg, run, done)
     initial = privacy.dp_arrays(cfg, task.state_of(model))
     strategy.start(grid=grid, initial_arrays=ArrayRecord(initial),
                    num_rounds=max(0, cfg.fl.rounds - done), timeout=cfg.fl.round_timeout or 6 * 3600, train_config=config,

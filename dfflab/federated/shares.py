@@ -12,6 +12,7 @@ other settings partitions itself, which gives the same rows (every partitioner i
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -57,18 +58,15 @@ def prepare(run_dir: Path | str, store, cfg, n: int | None = None) -> dict[int, 
     from dfflab.federated.partition import all_client_rows, make_partitioner, plot_partition
     from dfflab.files import atomic_write_bytes
 
-    m = int(n or cfg.fl.num_partitions)
+    m, k = int(n or cfg.fl.num_partitions), key(store, cfg, n)
     part = make_partitioner(store, cfg, m)
     shares = all_client_rows(part)
     plot_partition(part, path.with_suffix(".png"),
                    f"{cfg.fl.partitioning} partition, N={m} (training images)")
-    import io
-
     buf = io.BytesIO()
-    np.savez(buf, key=np.array(key(store, cfg, m)),
-             **{f"{p}_{s}": rows[s] for p, rows in shares.items() for s in SPLITS})
+    np.savez(buf, key=np.array(k), **{f"{p}_{s}": rows[s] for p, rows in shares.items() for s in SPLITS})
     atomic_write_bytes(path, buf.getvalue())
-    _READ[(str(path), key(store, cfg, m))] = shares
+    _READ[(str(path), k)] = shares
     return shares
 
 

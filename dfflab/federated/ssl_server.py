@@ -21,11 +21,10 @@ a bare ``flwr run .`` takes ``fl.rounds`` as given. Each round ``fl.strategy`` (
 
 from __future__ import annotations
 
-import json
 import time
 from logging import INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord
 from flwr.common import log
 
 from dfflab.config import ConfigError
@@ -85,8 +84,7 @@ def run(grid, cfg, meta: dict, store, t0: float) -> None:
         records.save_resume_point(run, method, r, recorder.samples, recorder.steps)
         return MetricRecord({k: float(v) for k, v in row.items() if isinstance(v, int | float)})
 
-    config = ConfigRecord({"dfflab-config": json.dumps(cfg.to_dict()), "round-offset": done,
-                           "partition-file": str(run.path(shares.FILE)), "run-key": str(run.dir)})
+    config = records.round_config(cfg, run, done)
     strategy.start(grid=grid, initial_arrays=ArrayRecord(privacy.dp_arrays(cfg, ssl_task.online_state(method))),
                    num_rounds=max(0, cfg.fl.rounds - done), timeout=cfg.fl.round_timeout or 6 * 3600,
                    train_config=config, evaluate_config=config, evaluate_fn=evaluate_global)
